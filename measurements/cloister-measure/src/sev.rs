@@ -1,0 +1,1 @@
+//! SEV and SEV-ES.
