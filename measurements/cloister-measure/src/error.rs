@@ -113,6 +113,9 @@ pub enum Error {
     /// QEMU VMSAs carry the vCPU signature.
     #[error("a vCPU type, signature or family/model/stepping is required for VMM type QEMU")]
     MissingVcpuSignature,
+    /// A vCPU family without its model and stepping.
+    #[error("--vcpu-family needs --vcpu-model and --vcpu-stepping")]
+    IncompleteVcpuModel,
     /// Unknown QEMU CPU model name.
     #[error("unknown vCPU type '{0}' (known: {known})", known = crate::snp::vcpu_type_names().join(", "))]
     UnknownVcpuType(String),

@@ -113,6 +113,42 @@ pub fn vcpu_type_names() -> Vec<&'static str> {
     VCPU_TYPES.iter().map(|(n, _)| *n).collect()
 }
 
+/// How the user named the guest vCPU: the precedence of sev-snp-measure 0.0.13 is
+/// family/model/stepping, then the raw signature, then the QEMU model name; a zero family or
+/// signature counts as not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VcpuSpec {
+    /// CPU family (with model and stepping).
+    pub family: Option<u32>,
+    /// CPU model.
+    pub model: Option<u32>,
+    /// CPU stepping.
+    pub stepping: Option<u32>,
+    /// CPUID leaf 1 EAX.
+    pub sig: Option<u64>,
+    /// QEMU CPU model name.
+    pub type_name: Option<String>,
+}
+
+impl VcpuSpec {
+    /// The signature, or `None` if nothing was given.
+    pub fn resolve(&self) -> Result<Option<u64>, Error> {
+        if let Some(f) = self.family.filter(|f| *f != 0) {
+            let (Some(m), Some(s)) = (self.model, self.stepping) else {
+                return Err(Error::IncompleteVcpuModel);
+            };
+            return Ok(Some(u64::from(cpu_sig(f, m, s))));
+        }
+        if let Some(s) = self.sig.filter(|s| *s != 0) {
+            return Ok(Some(s));
+        }
+        match &self.type_name {
+            Some(n) => vcpu_type_sig(n).map(|s| Some(u64::from(s))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A running SNP launch digest (the guest context's LD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchDigest(Sha384Digest);
@@ -146,10 +182,11 @@ impl LaunchDigest {
         self.0 = sha384(&info);
     }
 
-    /// Measures `data` as NORMAL pages from `gpa` upwards, hashing pages on up to `threads` threads.
-    pub fn update_normal_pages(&mut self, gpa: u64, data: &[u8], threads: usize) -> Result<(), Error> {
+    /// Measures `data` (named `what` in errors) as NORMAL pages from `gpa` upwards, hashing pages
+    /// on up to `threads` threads.
+    pub fn update_normal_pages(&mut self, what: &'static str, gpa: u64, data: &[u8], threads: usize) -> Result<(), Error> {
         if data.len() % PAGE != 0 {
-            return Err(Error::NotPageMultiple { what: "measured region", len: data.len() });
+            return Err(Error::NotPageMultiple { what, len: data.len() });
         }
         for (i, d) in sha384_pages(data, threads).iter().enumerate() {
             self.update(PageType::Normal, gpa.wrapping_add((i * PAGE) as u64), d);
@@ -371,7 +408,7 @@ impl SnpParams {
 /// The firmware part of the chain alone (`--mode snp:ovmf-hash`): seed for [`SnpParams::ovmf_hash`].
 pub fn ovmf_hash(fw: &FirmwareImage<'_>, threads: usize) -> Result<Sha384Digest, Error> {
     let mut ld = LaunchDigest::default();
-    ld.update_normal_pages(fw.gpa(), fw.data(), threads)?;
+    ld.update_normal_pages("firmware image", fw.gpa(), fw.data(), threads)?;
     Ok(ld.value())
 }
 
@@ -446,7 +483,7 @@ pub fn launch_digest_with_vmsas(
         Some(seed) => LaunchDigest::from_seed(seed),
         None => {
             let mut ld = LaunchDigest::default();
-            ld.update_normal_pages(fw.gpa(), fw.data(), p.threads)?;
+            ld.update_normal_pages("firmware image", fw.gpa(), fw.data(), p.threads)?;
             ld
         }
     };
@@ -481,8 +518,8 @@ pub fn svsm_launch_digest(
     let entry = svsm.table_u32(&crate::guid::known::SVSM_INFO, "SVSM info")?;
     let eip = u64::from(entry).wrapping_add(svsm.gpa());
     let mut ld = LaunchDigest::default();
-    ld.update_normal_pages(ovmf.gpa(), ovmf.data(), threads)?;
-    ld.update_normal_pages(svsm.gpa(), svsm.data(), threads)?;
+    ld.update_normal_pages("firmware image", ovmf.gpa(), ovmf.data(), threads)?;
+    ld.update_normal_pages("SVSM image", svsm.gpa(), svsm.data(), threads)?;
     update_metadata(&mut ld, &svsm, None, VmmType::Qemu)?;
     let page = svsm_vmsa_page(eip, vcpu_sig);
     for _ in 0..vcpus {
@@ -503,6 +540,23 @@ mod tests {
         assert_eq!(vcpu_type_sig("EPYC-Genoa"), Ok(0xa10f10));
         assert_eq!(vcpu_type_sig("EPYC-Turin"), Ok(0xb00f00));
         assert!(matches!(vcpu_type_sig("Skylake"), Err(Error::UnknownVcpuType(_))));
+    }
+
+    #[test]
+    fn vcpu_spec_precedence() {
+        let spec = |family, sig, name: Option<&str>| VcpuSpec {
+            family,
+            model: Some(17),
+            stepping: Some(0),
+            sig,
+            type_name: name.map(str::to_owned),
+        };
+        assert_eq!(spec(Some(25), Some(7), Some("EPYC")).resolve(), Ok(Some(0xa10f10)));
+        assert_eq!(spec(Some(0), Some(7), Some("EPYC")).resolve(), Ok(Some(7)));
+        assert_eq!(spec(None, Some(0), Some("EPYC")).resolve(), Ok(Some(0x800f12)));
+        assert_eq!(spec(None, None, None).resolve(), Ok(None));
+        let partial = VcpuSpec { family: Some(25), ..VcpuSpec::default() };
+        assert_eq!(partial.resolve(), Err(Error::IncompleteVcpuModel));
     }
 
     #[test]

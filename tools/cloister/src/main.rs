@@ -1,1 +1,70 @@
-fn main() {}
+//! `cloister`: the command line of the Cloister confidential-containers framework.
+//!
+//! This binary only parses arguments, reads files and prints; the work is done by the libraries.
+//! Exit codes: 0 success, 1 usage or input error (one line on stderr naming the problem).
+
+#![forbid(unsafe_code)]
+
+mod measure;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Cloister: attestation-first confidential containers.
+#[derive(Debug, Parser)]
+#[command(name = "cloister", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute the launch measurement a TEE will report (SEV, SEV-ES, SEV-SNP, TDX, IBM SE).
+    Measure(measure::MeasureArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Measure(args) => measure::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; every other parse error is one line, status 1.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            // clap's message spans lines (the problem, then usage); keep the problem, on one line.
+            let text = e.to_string();
+            let problem: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", problem.join(" "));
+            ExitCode::from(1)
+        }
+    }
+}
