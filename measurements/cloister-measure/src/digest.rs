@@ -33,10 +33,8 @@ macro_rules! digest_newtype {
             /// Parses exactly `2 * LEN` hex digits (either case).
             pub fn from_hex(s: &str) -> Result<Self, crate::Error> {
                 let mut out = [0u8; $len];
-                hex::decode_to_slice(s.trim(), &mut out).map_err(|_| crate::Error::BadHexDigest {
-                    expected_len: $len,
-                    got_chars: s.trim().len(),
-                })?;
+                hex::decode_to_slice(s.trim(), &mut out)
+                    .map_err(|_| crate::Error::BadHexDigest { expected_len: $len, got_chars: s.trim().len() })?;
                 Ok(Self(out))
             }
 
@@ -187,10 +185,7 @@ mod tests {
 
     #[test]
     fn known_answers() {
-        assert_eq!(
-            sha256(b"abc").to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256(b"abc").to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(
             sha384(b"abc").to_hex(),
             "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"

@@ -13,10 +13,7 @@ impl Guid {
         let a = d1.to_le_bytes();
         let b = d2.to_le_bytes();
         let c = d3.to_le_bytes();
-        Guid([
-            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
-            d4[6], d4[7],
-        ])
+        Guid([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7]])
     }
 
     /// Wraps 16 bytes already in on-disk order.
@@ -110,9 +107,7 @@ mod tests {
     #[test]
     fn footer_guid_bytes_le_and_display() {
         // Bytes as found at the end of edk2 images (and as Python's uuid bytes_le gives them).
-        let expect = [
-            0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d,
-        ];
+        let expect = [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d];
         assert_eq!(known::OVMF_TABLE_FOOTER.as_bytes_le(), &expect);
         assert_eq!(known::OVMF_TABLE_FOOTER.to_string(), "96b582de-1fb2-45f7-baea-a366c55a082d");
     }

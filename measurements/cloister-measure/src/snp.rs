@@ -101,11 +101,7 @@ const VCPU_TYPES: &[(&str, u32)] = &[
 
 /// Signature of a named QEMU CPU model.
 pub fn vcpu_type_sig(name: &str) -> Result<u32, Error> {
-    VCPU_TYPES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
-        .ok_or_else(|| Error::UnknownVcpuType(name.to_owned()))
+    VCPU_TYPES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).ok_or_else(|| Error::UnknownVcpuType(name.to_owned()))
 }
 
 /// Names of the QEMU CPU models whose signature is known.
@@ -184,8 +180,14 @@ impl LaunchDigest {
 
     /// Measures `data` (named `what` in errors) as NORMAL pages from `gpa` upwards, hashing pages
     /// on up to `threads` threads.
-    pub fn update_normal_pages(&mut self, what: &'static str, gpa: u64, data: &[u8], threads: usize) -> Result<(), Error> {
-        if data.len() % PAGE != 0 {
+    pub fn update_normal_pages(
+        &mut self,
+        what: &'static str,
+        gpa: u64,
+        data: &[u8],
+        threads: usize,
+    ) -> Result<(), Error> {
+        if !data.len().is_multiple_of(PAGE) {
             return Err(Error::NotPageMultiple { what, len: data.len() });
         }
         for (i, d) in sha384_pages(data, threads).iter().enumerate() {
@@ -196,7 +198,7 @@ impl LaunchDigest {
 
     /// Measures `len` bytes from `gpa` as pages of a contents-less type (zero, unmeasured).
     pub fn update_empty_pages(&mut self, page_type: PageType, gpa: u64, len: u64) -> Result<(), Error> {
-        if len % PAGE as u64 != 0 {
+        if !len.is_multiple_of(PAGE as u64) {
             return Err(Error::NotPageMultiple { what: "metadata section", len: len as usize });
         }
         let mut off = 0u64;
@@ -421,12 +423,12 @@ fn update_metadata(
 ) -> Result<(), Error> {
     let mut has_kernel_hashes = false;
     for (index, s) in fw.sev_metadata().iter().enumerate() {
-        let t = s
-            .section_type()
-            .ok_or(Error::UnknownSevSection { index, section_type: s.raw_type })?;
+        let t = s.section_type().ok_or(Error::UnknownSevSection { index, section_type: s.raw_type })?;
         let (gpa, size) = (u64::from(s.gpa), u64::from(s.size));
         match t {
-            SevSectionType::SnpSecMem if vmm == VmmType::Gce => ld.update_empty_pages(PageType::Unmeasured, gpa, size)?,
+            SevSectionType::SnpSecMem if vmm == VmmType::Gce => {
+                ld.update_empty_pages(PageType::Unmeasured, gpa, size)?
+            }
             SevSectionType::SnpSecMem | SevSectionType::SvsmCaa => ld.update_empty_pages(PageType::Zero, gpa, size)?,
             SevSectionType::SnpSecrets => ld.update(PageType::Secrets, gpa, &Sha384Digest::ZERO),
             SevSectionType::Cpuid if vmm != VmmType::Ec2 => ld.update(PageType::Cpuid, gpa, &Sha384Digest::ZERO),
@@ -510,10 +512,11 @@ pub fn svsm_launch_digest(
         return Err(Error::ZeroVcpus);
     }
     let ovmf = FirmwareImage::parse(ovmf)?;
-    let end = ovmf.gpa().checked_sub(vars_size).filter(|e| *e >= svsm.len() as u64).ok_or(Error::SvsmLayout {
-        svsm_len: svsm.len(),
-        end: ovmf.gpa().wrapping_sub(vars_size),
-    })?;
+    let end = ovmf
+        .gpa()
+        .checked_sub(vars_size)
+        .filter(|e| *e >= svsm.len() as u64)
+        .ok_or(Error::SvsmLayout { svsm_len: svsm.len(), end: ovmf.gpa().wrapping_sub(vars_size) })?;
     let svsm = FirmwareImage::parse_ending_at(svsm, end)?;
     let entry = svsm.table_u32(&crate::guid::known::SVSM_INFO, "SVSM info")?;
     let eip = u64::from(entry).wrapping_add(svsm.gpa());

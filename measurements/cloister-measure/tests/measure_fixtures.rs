@@ -48,9 +48,7 @@ fn input_digest(name: &str) -> Option<Sha256Digest> {
         "/dev/null" => Some(cloister_measure::digest::sha256(b"")),
         "kernel-synth.bin" => Some(synth_digest(b"kernel", 1_048_576)),
         "initrd-synth.img" => Some(synth_digest(b"initrd", 4_194_427)),
-        "vmlinuz-6.1.0-56-cloud-amd64" => {
-            Some(hex("51349501a3d1ff83836437d2b365fd2d57f2feb8642d315e5181dec23d4c3275"))
-        }
+        "vmlinuz-6.1.0-56-cloud-amd64" => Some(hex("51349501a3d1ff83836437d2b365fd2d57f2feb8642d315e5181dec23d4c3275")),
         other => panic!("unknown input {other}"),
     }
 }
@@ -138,12 +136,10 @@ fn every_sev_family_case_matches() {
                 snp::launch_digest(&fw, &p).unwrap().to_hex()
             }
             "snp:ovmf-hash" => snp::ovmf_hash(&fw, 2).unwrap().to_hex(),
-            "snp:svsm" => {
-                snp::svsm_launch_digest(&bytes, svsm.as_deref().unwrap(), vars_size, vcpus, sig.unwrap(), 2)
-                    .unwrap()
-                    .0
-                    .to_hex()
-            }
+            "snp:svsm" => snp::svsm_launch_digest(&bytes, svsm.as_deref().unwrap(), vars_size, vcpus, sig.unwrap(), 2)
+                .unwrap()
+                .0
+                .to_hex(),
             "seves" => sev::seves_launch_digest(&fw, hashes.as_ref(), vcpus, sig, vmm).unwrap().0.to_hex(),
             "sev" => sev::sev_launch_digest(&fw, hashes.as_ref()).unwrap().to_hex(),
             other => panic!("{}: unknown mode {other}", c.id),

@@ -10,8 +10,10 @@ use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use cloister_measure::digest::{Sha256, Sha256Digest, Sha384Digest, default_threads, sha256};
 use cloister_measure::hashes::cmdline_digest;
+use cloister_measure::id_block::{IdBlock, SignedIdBlock, SnpSigningKey};
 use cloister_measure::snp::{self, SnpParams, VcpuSpec, VmmType};
-use cloister_measure::{FirmwareImage, KernelHashes, sev};
+use cloister_measure::tdx::{self, PageOrder};
+use cloister_measure::{FirmwareImage, KernelHashes, rtmr, se, sev};
 use serde_json::{Map, Value, json};
 
 /// Arguments of `cloister measure`.
@@ -91,7 +93,68 @@ pub struct MeasureArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum MeasureSub {}
+enum MeasureSub {
+    /// Replay a TD event log (CCEL) into RTMR0..3.
+    Rtmr(RtmrArgs),
+    /// Build and sign an SNP ID block + ID auth (as snp-create-id-block does).
+    IdBlock(IdBlockArgs),
+    /// Print the reference values of an IBM Secure Execution image header.
+    SeHeader(SeHeaderArgs),
+}
+
+/// `cloister measure rtmr`.
+#[derive(Debug, Args)]
+struct RtmrArgs {
+    /// The event log (the CCEL log area, e.g. /sys/firmware/acpi/tables/data/CCEL).
+    #[arg(long, value_name = "PATH")]
+    event_log: PathBuf,
+    /// List every event (RTMR, type, digest, description).
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print JSON.
+    #[arg(long, value_enum)]
+    output: Option<OutputKind>,
+}
+
+/// `cloister measure id-block`.
+#[derive(Debug, Args)]
+struct IdBlockArgs {
+    /// Launch digest the platform must see: 96 hex digits or base64 (as snp-create-id-block takes).
+    #[arg(long, value_name = "DIGEST")]
+    measurement: String,
+    /// ID key: P-384 private key, PEM (SEC1 or PKCS#8).
+    #[arg(long, value_name = "PEM")]
+    id_key: PathBuf,
+    /// Author key: P-384 private key, PEM (optional).
+    #[arg(long, value_name = "PEM")]
+    author_key: Option<PathBuf>,
+    /// Guest policy the ID block pins.
+    #[arg(long, value_name = "POLICY", value_parser = parse_auto_int, default_value = "0x30000")]
+    policy: u64,
+    /// FAMILY_ID, 32 hex digits.
+    #[arg(long, value_name = "HEX")]
+    family_id: Option<String>,
+    /// IMAGE_ID, 32 hex digits.
+    #[arg(long, value_name = "HEX")]
+    image_id: Option<String>,
+    /// GUEST_SVN.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    guest_svn: u32,
+    /// Print JSON (ID block, ID auth, key digests).
+    #[arg(long, value_enum)]
+    output: Option<OutputKind>,
+}
+
+/// `cloister measure se-header`.
+#[derive(Debug, Args)]
+struct SeHeaderArgs {
+    /// An SE image (as genprotimg/pvimg writes it) or a bare header (hdr.bin).
+    #[arg(long, value_name = "PATH")]
+    image: PathBuf,
+    /// Print JSON (trustee RVPS names).
+    #[arg(long, value_enum)]
+    output: Option<OutputKind>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -189,7 +252,11 @@ struct Outcome {
 /// Runs `cloister measure`.
 pub fn run(args: MeasureArgs) -> Result<()> {
     if let Some(sub) = args.sub {
-        match sub {}
+        return match sub {
+            MeasureSub::Rtmr(a) => run_rtmr(a),
+            MeasureSub::IdBlock(a) => run_id_block(a),
+            MeasureSub::SeHeader(a) => run_se_header(a),
+        };
     }
     let Some(mode) = args.mode else { bail!("--mode is required") };
     let out = measure(mode, &args)?;
@@ -212,11 +279,11 @@ pub fn run(args: MeasureArgs) -> Result<()> {
             "measurement": text,
             "inputs": Value::Object(out.inputs),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else if args.verbose && mode != Mode::SnpOvmfHash {
-        println!("Calculated {} guest measurement: {text}", mode.label());
+        outln!("Calculated {} guest measurement: {text}", mode.label())?;
     } else {
-        println!("{text}");
+        outln!("{text}")?;
     }
     Ok(())
 }
@@ -227,7 +294,13 @@ fn measure(mode: Mode, a: &MeasureArgs) -> Result<Outcome> {
     inputs.insert("ovmf".into(), json!(ovmf_path.display().to_string()));
 
     if mode == Mode::Tdx {
-        bail!("--mode tdx is not available in this build yet");
+        let Some(order) = PageOrder::from_cli_name(&a.tdx_page_order) else {
+            bail!("unknown --tdx-page-order '{}' (interleaved or add-then-extend)", a.tdx_page_order);
+        };
+        let bytes = read_file("firmware", ovmf_path)?;
+        let d = tdx::mrtd(&bytes, order)?;
+        inputs.insert("tdx_page_order".into(), json!(order.cli_name()));
+        return Ok(Outcome { tee: "tdx", algorithm: "sha384", digest: d.0.to_vec(), inputs, vmsas: vec![] });
     }
 
     let threads = default_threads();
@@ -303,25 +376,14 @@ fn measure(mode: Mode, a: &MeasureArgs) -> Result<Outcome> {
             Ok(Outcome { tee: "sev-es", algorithm: "sha256", digest: d.0.to_vec(), inputs, vmsas })
         }
         Mode::Snp => {
-            let ovmf_hash = a
-                .snp_ovmf_hash
-                .as_deref()
-                .map(Sha384Digest::from_hex)
-                .transpose()
-                .context("--snp-ovmf-hash")?;
+            let ovmf_hash =
+                a.snp_ovmf_hash.as_deref().map(Sha384Digest::from_hex).transpose().context("--snp-ovmf-hash")?;
             inputs.insert("guest_features".into(), json!(format!("{:#x}", a.guest_features)));
             if let Some(h) = &ovmf_hash {
                 inputs.insert("snp_ovmf_hash".into(), json!(h.to_hex()));
             }
-            let p = SnpParams {
-                vcpus,
-                vcpu_sig,
-                guest_features: a.guest_features,
-                vmm,
-                kernel_hashes,
-                ovmf_hash,
-                threads,
-            };
+            let p =
+                SnpParams { vcpus, vcpu_sig, guest_features: a.guest_features, vmm, kernel_hashes, ovmf_hash, threads };
             let (d, vmsas) = snp::launch_digest_with_vmsas(&fw, &p)?;
             Ok(Outcome { tee: "snp", algorithm: "sha384", digest: d.0.to_vec(), inputs, vmsas })
         }
@@ -331,9 +393,9 @@ fn measure(mode: Mode, a: &MeasureArgs) -> Result<Outcome> {
             }
             let Some(svsm_path) = a.svsm.as_deref() else { bail!("snp:svsm mode requires --svsm") };
             let vars_size = match (a.vars_size, a.vars_file.as_deref()) {
-                (_, Some(p)) => std::fs::metadata(p)
-                    .with_context(|| format!("cannot read vars file '{}'", p.display()))?
-                    .len(),
+                (_, Some(p)) => {
+                    std::fs::metadata(p).with_context(|| format!("cannot read vars file '{}'", p.display()))?.len()
+                }
                 (Some(n), None) if n > 0 => n,
                 _ => bail!("snp:svsm mode requires --vars-size or --vars-file"),
             };
@@ -346,4 +408,133 @@ fn measure(mode: Mode, a: &MeasureArgs) -> Result<Outcome> {
         }
         Mode::SnpOvmfHash | Mode::Tdx => bail!("unreachable mode"),
     }
+}
+
+fn run_rtmr(a: RtmrArgs) -> Result<()> {
+    let bytes = read_file("event log", &a.event_log)?;
+    let log = rtmr::parse_event_log(&bytes)?;
+    let rtmrs = log.replay();
+    if a.output == Some(OutputKind::Json) {
+        let events: Vec<Value> = log
+            .events
+            .iter()
+            .map(|e| {
+                json!({
+                    "mr_index": e.mr_index,
+                    "rtmr": e.rtmr(),
+                    "type": e.type_name(),
+                    "type_value": e.event_type,
+                    "digest": e.digest.map(|d| d.to_hex()),
+                    "description": e.describe(),
+                })
+            })
+            .collect();
+        let mut v = json!({
+            "tee": "tdx",
+            "algorithm": "sha384",
+            "rtmr": rtmrs.iter().map(|r| r.to_hex()).collect::<Vec<_>>(),
+        });
+        if a.verbose {
+            v["events"] = Value::Array(events);
+        }
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    if a.verbose {
+        for e in &log.events {
+            let rtmr = e.rtmr().map_or_else(|| "-".to_owned(), |r| r.to_string());
+            let digest = e.digest.map_or_else(|| "-".to_owned(), |d| d.to_hex());
+            outln!("rtmr{rtmr} {:<36} {digest} {}", e.type_name(), e.describe())?;
+        }
+    }
+    for (i, r) in rtmrs.iter().enumerate() {
+        outln!("rtmr{i} {}", r.to_hex())?;
+    }
+    Ok(())
+}
+
+fn parse_id(what: &str, s: Option<&str>) -> Result<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if let Some(s) = s {
+        hex::decode_to_slice(s.trim(), &mut out).with_context(|| format!("{what} must be 32 hex digits"))?;
+    }
+    Ok(out)
+}
+
+fn run_id_block(a: IdBlockArgs) -> Result<()> {
+    let m = a.measurement.trim();
+    let digest = if m.len() == 96 && m.chars().all(|c| c.is_ascii_hexdigit()) {
+        Sha384Digest::from_hex(m)?
+    } else {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(m)
+            .context("--measurement is neither 96 hex digits nor base64")?;
+        Sha384Digest::from_slice(&raw).with_context(|| format!("--measurement must be 48 bytes, got {}", raw.len()))?
+    };
+    let load = |what: &str, p: &Path| -> Result<SnpSigningKey> {
+        let pem = std::fs::read_to_string(p).with_context(|| format!("cannot read {what} '{}'", p.display()))?;
+        SnpSigningKey::from_pem(&pem).with_context(|| format!("{what} '{}'", p.display()))
+    };
+    let id_key = load("ID key", &a.id_key)?;
+    let author_key = a.author_key.as_deref().map(|p| load("author key", p)).transpose()?;
+    let mut block = IdBlock::new(digest, a.policy);
+    block.family_id = parse_id("--family-id", a.family_id.as_deref())?;
+    block.image_id = parse_id("--image-id", a.image_id.as_deref())?;
+    block.guest_svn = a.guest_svn;
+    let signed = SignedIdBlock::sign(block, &id_key, author_key.as_ref())?;
+    let summary = signed.summary();
+    if a.output == Some(OutputKind::Json) {
+        let v = json!({
+            "id_block": signed.id_block_base64(),
+            "id_auth": signed.id_auth_base64(),
+            "author_key_enabled": signed.author_key_enabled(),
+            "id_key_digest": summary.id_key_digest.to_hex(),
+            "author_key_digest": summary.author_key_digest.map(|d| d.to_hex()),
+            "launch_digest": summary.launch_digest.to_hex(),
+            "policy": format!("{:#x}", summary.policy),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        outln!("id_block: {}", signed.id_block_base64())?;
+        outln!("id_auth: {}", signed.id_auth_base64())?;
+        outln!("id_key_digest: {}", summary.id_key_digest.to_hex())?;
+        if let Some(d) = summary.author_key_digest {
+            outln!("author_key_digest: {}", d.to_hex())?;
+        }
+        outln!("qemu: {}", signed.qemu_properties())?;
+    }
+    Ok(())
+}
+
+fn run_se_header(a: SeHeaderArgs) -> Result<()> {
+    let bytes = read_file("SE image", &a.image)?;
+    let h = se::parse_se_header(&bytes)?;
+    let rv = h.reference_values();
+    if a.output == Some(OutputKind::Json) {
+        let v = json!({
+            "tee": "se",
+            "header_offset": h.offset,
+            "version": format!("{:#x}", h.version),
+            "header_size": h.header_size,
+            "pcf": format!("{:#x}", h.pcf),
+            "pld": h.pld.to_hex(),
+            "ald": h.ald.to_hex(),
+            "tld": h.tld.to_hex(),
+            "reference_values": serde_json::from_str::<Value>(&rv.to_json())?,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        outln!("header_offset: {:#x}", h.offset)?;
+        outln!("version: {:#x}", h.version)?;
+        outln!("header_size: {}", h.header_size)?;
+        outln!("pcf: {:#x}", h.pcf)?;
+        outln!("pld: {}", h.pld.to_hex())?;
+        outln!("ald: {}", h.ald.to_hex())?;
+        outln!("tld: {}", h.tld.to_hex())?;
+        outln!("se.tag: {}", rv.tag_hex())?;
+        for p in &rv.image_phkh {
+            outln!("se.image_phkh: {}", p.to_hex())?;
+        }
+    }
+    Ok(())
 }

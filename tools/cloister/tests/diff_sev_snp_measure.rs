@@ -69,12 +69,8 @@ const FIRMWARE: &[&str] = &[
     "sev-snp-measure-fixtures/svsm_ovmf.fd",
 ];
 
-const APPENDS: &[&str] = &[
-    "console=ttyS0 loglevel=7",
-    "",
-    "root=/dev/vda1 ro quiet",
-    "cloister.initdata=abc ünïcødé=1",
-];
+const APPENDS: &[&str] =
+    &["console=ttyS0 loglevel=7", "", "root=/dev/vda1 ro quiet", "cloister.initdata=abc ünïcødé=1"];
 
 fn random_args(rng: &mut Rng, fw: &Path, inputs: &Path) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
@@ -125,11 +121,9 @@ fn random_args(rng: &mut Rng, fw: &Path, inputs: &Path) -> Vec<String> {
             }
         }
     }
-    if mode == "snp" || mode == "snp:svsm" {
-        if rng.chance(60) {
-            let f = rng.pick(&["0x1", "0x21", "0x3", "0x41", "0x101", "0x1e1"]);
-            push(&["--guest-features", f]);
-        }
+    if (mode == "snp" || mode == "snp:svsm") && rng.chance(60) {
+        let f = rng.pick(&["0x1", "0x21", "0x3", "0x41", "0x101", "0x1e1"]);
+        push(&["--guest-features", f]);
     }
     if mode == "snp" && rng.chance(15) {
         // The U08 value: the OVMF hash of ovmf_AmdSev_suffix.bin.
@@ -203,10 +197,7 @@ fn matches_sev_snp_measure_on_random_options() {
             .unwrap();
         let theirs = Command::new(&reference).args(&args).current_dir(their_dir.path()).output().unwrap();
         let show = args.join(" ");
-        assert!(
-            !String::from_utf8_lossy(&ours.stderr).contains("panicked"),
-            "case {i} panicked: {show}"
-        );
+        assert!(!String::from_utf8_lossy(&ours.stderr).contains("panicked"), "case {i} panicked: {show}");
         match (ours.status.success(), theirs.status.success()) {
             (true, true) => {
                 assert_eq!(
