@@ -1,8 +1,9 @@
 //! Launch-digest cost against its physical floor, in one run.
 //!
-//! The floor is one plain SHA-384 pass over the same firmware bytes (`floor/sha384_pass`): the SNP
-//! digest must hash every page, so it cannot do less work than that on one core. The goal
-//! is `snp/*` within 1.5x of the floor. Uses the real 4 MiB Debian `OVMF.amdsev.fd` when
+//! The floor is one plain SHA-384 pass over the same firmware bytes (`floor/sha384_pass`, ring's
+//! assembly SHA-384): the SNP digest must hash every page, so a serial implementation cannot do less
+//! work than that. The goal is `snp/*` within 1.5x of the floor. `pages/*` shows where the
+//! time goes: scalar per-page hashing (ring) against the multi-buffer AVX-512 path (`simd`). Uses the real 4 MiB Debian `OVMF.amdsev.fd` when
 //! `CLOISTER_FIXTURES` is set, otherwise a synthetic image of the same size.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,7 +43,11 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.sample_size(30);
     g.bench_function("floor/sha384_pass", |b| b.iter(|| sha384(black_box(&bytes))));
-    g.bench_function("floor/sha384_pages_1thread", |b| b.iter(|| sha384_pages(black_box(&bytes), 1)));
+    g.bench_function("pages/scalar_per_page", |b| {
+        b.iter(|| black_box(&bytes).chunks_exact(4096).map(sha384).collect::<Vec<_>>())
+    });
+    g.bench_function("pages/multibuffer_1thread", |b| b.iter(|| sha384_pages(black_box(&bytes), 1)));
+    g.bench_function("pages/multibuffer_2threads", |b| b.iter(|| sha384_pages(black_box(&bytes), 2)));
     g.bench_function("snp/ovmf_hash_1thread", |b| b.iter(|| snp::ovmf_hash(black_box(&fw), 1).expect("digest")));
     g.bench_function("snp/ovmf_hash_2threads", |b| b.iter(|| snp::ovmf_hash(black_box(&fw), 2).expect("digest")));
     let mut p = SnpParams::qemu(4, 0x800f12);

@@ -30,11 +30,13 @@ macro_rules! digest_newtype {
                 hex::encode(self.0)
             }
 
-            /// Parses exactly `2 * LEN` hex digits (either case).
+            /// Parses exactly `2 * LEN` hex digits (either case, optional `0x`).
             pub fn from_hex(s: &str) -> Result<Self, crate::Error> {
+                let t = s.trim();
+                let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
                 let mut out = [0u8; $len];
-                hex::decode_to_slice(s.trim(), &mut out)
-                    .map_err(|_| crate::Error::BadHexDigest { expected_len: $len, got_chars: s.trim().len() })?;
+                hex::decode_to_slice(t, &mut out)
+                    .map_err(|_| crate::Error::BadHexDigest { expected_len: $len, got_chars: t.len() })?;
                 Ok(Self(out))
             }
 
@@ -156,22 +158,37 @@ pub fn sha384_pages(data: &[u8], threads: usize) -> Vec<Sha384Digest> {
     // Below ~64 pages a thread costs more than it saves.
     let threads = threads.clamp(1, 8).min(pages.div_ceil(64).max(1));
     if threads <= 1 {
-        for (o, p) in out.iter_mut().zip(data.chunks_exact(PAGE)) {
-            *o = sha384(p);
-        }
+        hash_pages_into(&mut out, data);
         return out;
     }
-    let per = pages.div_ceil(threads);
+    // Split on multiples of the SIMD batch so every thread can use it fully.
+    let per = pages.div_ceil(threads).next_multiple_of(crate::simd::LANES);
     std::thread::scope(|s| {
         for (outs, ins) in out.chunks_mut(per).zip(data.chunks(per * PAGE)) {
-            s.spawn(move || {
-                for (o, p) in outs.iter_mut().zip(ins.chunks_exact(PAGE)) {
-                    *o = sha384(p);
-                }
-            });
+            s.spawn(move || hash_pages_into(outs, ins));
         }
     });
     out
+}
+
+/// Hashes the pages of `data` into `out`: eight at a time with the multi-buffer SIMD path where
+/// the CPU has it, the rest one by one.
+fn hash_pages_into(out: &mut [Sha384Digest], data: &[u8]) {
+    const PAGE: usize = 4096;
+    const BATCH: usize = crate::simd::LANES;
+    let mut done = 0;
+    if crate::simd::available() {
+        for (outs, ins) in out.chunks_exact_mut(BATCH).zip(data.chunks_exact(PAGE * BATCH)) {
+            match crate::simd::sha384_8_pages(ins) {
+                Some(d) => outs.copy_from_slice(&d),
+                None => break,
+            }
+            done += BATCH;
+        }
+    }
+    for (o, p) in out[done..].iter_mut().zip(data[done * PAGE..].chunks_exact(PAGE)) {
+        *o = sha384(p);
+    }
 }
 
 /// How many threads page hashing may use on this machine.
@@ -206,6 +223,7 @@ mod tests {
         let d = sha384(b"x");
         assert_eq!(Sha384Digest::from_hex(&d.to_hex()).ok(), Some(d));
         assert!(Sha384Digest::from_hex("abc").is_err());
+        assert_eq!(Sha384Digest::from_hex(&format!("0x{}", d.to_hex())).ok(), Some(d));
         assert!(Sha384Digest::from_hex(&"zz".repeat(48)).is_err());
     }
 }

@@ -491,8 +491,13 @@ pub fn launch_digest_with_vmsas(
     };
     update_metadata(&mut ld, fw, p.kernel_hashes.as_ref(), p.vmm)?;
     let vmsas = vmsa_pages(fw, p.vcpus, sig, p.guest_features, p.vmm)?;
-    for v in &vmsas {
-        ld.update_vmsa(v);
+    // All APs share one save area: hash each distinct page once, chain it once per vCPU.
+    let bsp = vmsas.first().map(|v| sha384(v));
+    let ap = vmsas.get(1).map(|v| sha384(v));
+    for i in 0..vmsas.len() {
+        if let Some(d) = if i == 0 { bsp } else { ap } {
+            ld.update(PageType::Vmsa, VMSA_GPA, &d);
+        }
     }
     Ok((ld.value(), vmsas))
 }
@@ -525,8 +530,9 @@ pub fn svsm_launch_digest(
     ld.update_normal_pages("SVSM image", svsm.gpa(), svsm.data(), threads)?;
     update_metadata(&mut ld, &svsm, None, VmmType::Qemu)?;
     let page = svsm_vmsa_page(eip, vcpu_sig);
+    let d = sha384(&page);
     for _ in 0..vcpus {
-        ld.update_vmsa(&page);
+        ld.update(PageType::Vmsa, VMSA_GPA, &d);
     }
     Ok((ld.value(), vec![page; vcpus as usize]))
 }

@@ -341,18 +341,19 @@ fn measure(mode: Mode, a: &MeasureArgs) -> Result<Outcome> {
 
     // Firmware, kernel and initrd are independent: read and hash them concurrently.
     let (fw_bytes, kernel_hashes) = std::thread::scope(|s| -> Result<_> {
-        let k = s.spawn(|| -> Result<Option<KernelHashes>> {
-            let Some(kp) = a.kernel.as_deref() else { return Ok(None) };
-            let kernel = sha256_file("kernel", kp)?;
-            let initrd = match a.initrd.as_deref() {
-                Some(p) => sha256_file("initrd", p)?,
-                None => sha256(b""),
-            };
-            Ok(Some(KernelHashes { kernel, initrd, cmdline: cmdline_digest(a.append.as_deref()) }))
-        });
+        let kernel = a.kernel.as_deref().map(|p| s.spawn(move || sha256_file("kernel", p)));
+        let initrd = a.initrd.as_deref().map(|p| s.spawn(move || sha256_file("initrd", p)));
         let fw = read_file("firmware", ovmf_path);
-        let k = k.join().map_err(|_| anyhow::anyhow!("kernel hashing thread failed"))??;
-        Ok((fw?, k))
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Sha256Digest>>| {
+            h.join().map_err(|_| anyhow::anyhow!("file hashing thread failed"))?
+        };
+        let initrd = initrd.map(join).transpose()?;
+        let hashes = kernel.map(join).transpose()?.map(|kernel| KernelHashes {
+            kernel,
+            initrd: initrd.unwrap_or_else(|| sha256(b"")),
+            cmdline: cmdline_digest(a.append.as_deref()),
+        });
+        Ok((fw?, hashes))
     })?;
     if let Some(k) = &kernel_hashes {
         inputs.insert("kernel_sha256".into(), json!(k.kernel.to_hex()));
@@ -463,6 +464,7 @@ fn parse_id(what: &str, s: Option<&str>) -> Result<[u8; 16]> {
 
 fn run_id_block(a: IdBlockArgs) -> Result<()> {
     let m = a.measurement.trim();
+    let m = m.strip_prefix("0x").unwrap_or(m);
     let digest = if m.len() == 96 && m.chars().all(|c| c.is_ascii_hexdigit()) {
         Sha384Digest::from_hex(m)?
     } else {

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command of the README. Runs every test of the workspace, including the differential
+# test against sev-snp-measure 0.0.13 (installed into a venv outside the checkout on first use).
+#
+#   CLOISTER_FIXTURES   shared fixtures (default: ../shared/fixtures beside the checkout)
+#   SEV_SNP_MEASURE     path of the reference sev-snp-measure (default: installed on demand)
+#   CLOISTER_DIFF_CASES number of randomised differential cases (default 60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cloister-target}"
+if [ -z "${CLOISTER_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
+    CLOISTER_FIXTURES="$(realpath ../shared/fixtures)"
+    export CLOISTER_FIXTURES
+fi
+[ -n "${CLOISTER_FIXTURES:-}" ] || echo "note: CLOISTER_FIXTURES unset; fixture tests will skip"
+
+if [ -z "${SEV_SNP_MEASURE:-}" ]; then
+    venv="${CLOISTER_VENV:-/var/tmp/cloister-venv}"
+    if [ ! -x "$venv/bin/sev-snp-measure" ]; then
+        echo "== installing sev-snp-measure 0.0.13 into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check sev-snp-measure==0.0.13
+    fi
+    export SEV_SNP_MEASURE="$venv/bin/sev-snp-measure"
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked --no-fail-fast 2>&1
