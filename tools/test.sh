@@ -26,4 +26,11 @@ if [ -z "${SEV_SNP_MEASURE:-}" ]; then
 fi
 
 echo "== cargo test --workspace"
-cargo test --workspace --locked --no-fail-fast 2>&1
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "cloister: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
