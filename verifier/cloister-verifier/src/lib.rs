@@ -9,5 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod appraisal;
+pub mod ear;
+
 pub mod snp;
 pub mod tdx;

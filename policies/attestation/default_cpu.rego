@@ -1,0 +1,107 @@
+# Cloister default attestation (appraisal) policy for CPU TEEs.
+#
+# Produces AR4SI trust claims from verified TEE claims (input.snp / input.tdx / input.se) and
+# reference values (data.reference, RVPS names). It starts pessimistic, as trustee's default does:
+# a guest with no provisioned reference values is never affirmed.
+#
+#   executables   3 when the launch measurement (SNP) or MRTD + RTMR1 + RTMR2 (TDX) are listed,
+#                 33 otherwise
+#   hardware      2 when the TCB is at least every minimum listed (no list: no constraint),
+#                 97 otherwise
+#   configuration 2 when the guest is not debuggable and, if the evidence is bound to initdata,
+#                 its HOST_DATA / MRCONFIGID equals that digest; 36 otherwise
+#
+# Evidence from the emulated TEE, CoCo's `sample` TEE or no TEE (`none`) matches none of these
+# rules and stays at the pessimistic defaults.
+package policy
+
+import rego.v1
+
+default executables := 33
+
+default hardware := 97
+
+default configuration := 36
+
+# A listed reference value, or true when nothing is listed under that name.
+listed_or_unset(name, value) if {
+	not data.reference[name]
+}
+
+listed_or_unset(name, value) if {
+	value in data.reference[name]
+}
+
+# value >= every minimum listed under name (as numbers), or no minimum listed.
+at_least(name, value) if {
+	not data.reference[name]
+}
+
+at_least(name, value) if {
+	every m in data.reference[name] {
+		to_number(value) >= to_number(m)
+	}
+}
+
+# --- SEV-SNP ---------------------------------------------------------------------------------
+
+executables := 3 if {
+	input.snp.measurement in data.reference.snp_launch_measurement
+}
+
+hardware := 2 if {
+	input.snp
+	at_least("snp_bootloader", input.snp.reported_tcb_bootloader)
+	at_least("snp_tee_svn", input.snp.reported_tcb_tee)
+	at_least("snp_snp_svn", input.snp.reported_tcb_snp)
+	at_least("snp_microcode", input.snp.reported_tcb_microcode)
+}
+
+configuration := 2 if {
+	input.snp
+	not snp_debuggable
+	snp_bound_to_initdata
+	listed_or_unset("snp_smt_enabled", input.snp.platform_smt_enabled)
+	listed_or_unset("snp_tsme_enabled", input.snp.platform_tsme_enabled)
+	listed_or_unset("snp_single_socket", input.snp.policy_single_socket)
+}
+
+snp_debuggable if {
+	input.snp.policy_debug_allowed in {true, "1", 1}
+}
+
+snp_bound_to_initdata if {
+	not input.init_data
+}
+
+snp_bound_to_initdata if {
+	startswith(input.snp.host_data, input.init_data)
+}
+
+# --- TDX -------------------------------------------------------------------------------------
+
+executables := 3 if {
+	input.tdx.quote.body.mr_td in data.reference.mr_td
+	listed_or_unset("rtmr_1", input.tdx.quote.body.rtmr_1)
+	listed_or_unset("rtmr_2", input.tdx.quote.body.rtmr_2)
+}
+
+hardware := 2 if {
+	input.tdx
+	input.tdx.tcb_status in {"UpToDate", "SWHardeningNeeded"}
+}
+
+configuration := 2 if {
+	input.tdx
+	not input.tdx.td_attributes.debug
+	listed_or_unset("xfam", input.tdx.quote.body.xfam)
+	tdx_bound_to_initdata
+}
+
+tdx_bound_to_initdata if {
+	not input.init_data
+}
+
+tdx_bound_to_initdata if {
+	startswith(input.tdx.quote.body.mr_config_id, input.init_data)
+}

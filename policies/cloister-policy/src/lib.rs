@@ -1,0 +1,229 @@
+//! Cloister's Rego policies and a small wrapper around the regorus engine that evaluates them.
+//!
+//! Policies are plain Rego (`package policy`) evaluated with [regorus]: attestation-appraisal
+//! policies produce AR4SI trust-vector values from TEE claims and reference values; resource
+//! policies decide `data.policy.allow` for a resource request exactly as trustee evaluates them
+//! (input = the token's claims, data = `{"plugin", "resource-path", "query"}`), so trustee's
+//! sample policies run unchanged. The policies shipped with Cloister are embedded ([`builtin`]).
+//!
+//! **What it trusts:** the policy text it is given (policies are the administrator's decisions).
+//! Inputs are untrusted JSON: evaluation is bounded by regorus' execution limits, and anything
+//! other than an explicit `true` from an `allow` rule is a denial.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use serde_json::Value as Json;
+
+/// Why a policy could not be loaded or evaluated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The Rego text does not parse or compile.
+    #[error("policy '{id}' does not compile: {message}")]
+    Compile {
+        /// Policy id.
+        id: String,
+        /// The engine's message, on one line.
+        message: String,
+    },
+    /// The policy is not in `package policy`.
+    #[error("policy '{id}' must declare `package policy`")]
+    WrongPackage {
+        /// Policy id.
+        id: String,
+    },
+    /// Input or data could not be handed to the engine.
+    #[error("policy '{id}': invalid {what} JSON: {message}")]
+    BadJson {
+        /// Policy id.
+        id: String,
+        /// `input` or `data`.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Evaluation failed (a builtin error, a conflict, a time limit).
+    #[error("policy '{id}' failed evaluating {rule}: {message}")]
+    Eval {
+        /// Policy id.
+        id: String,
+        /// The rule.
+        rule: String,
+        /// The engine's message, on one line.
+        message: String,
+    },
+}
+
+fn one_line(s: impl fmt::Display) -> String {
+    s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A compiled-checked Rego policy in `package policy`.
+#[derive(Clone)]
+pub struct Policy {
+    id: String,
+    source: String,
+    engine: regorus::Engine,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy").field("id", &self.id).field("len", &self.source.len()).finish()
+    }
+}
+
+impl Policy {
+    /// Parses `source`; errors name the policy and the problem.
+    pub fn new(id: impl Into<String>, source: impl Into<String>) -> Result<Self, PolicyError> {
+        Self::with_modules(id, source, &[])
+    }
+
+    /// Parses `source` together with helper modules of the same package (e.g. builtins written
+    /// in Rego). Every module must be `package policy`.
+    pub fn with_modules(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        helpers: &[(&str, &str)],
+    ) -> Result<Self, PolicyError> {
+        let (id, source) = (id.into(), source.into());
+        let mut engine = regorus::Engine::new();
+        engine.set_strict_builtin_errors(true);
+        let modules = std::iter::once((format!("{id}.rego"), source.clone()))
+            .chain(helpers.iter().map(|(n, s)| (format!("{n}.rego"), (*s).to_owned())));
+        for (name, text) in modules {
+            let package = engine
+                .add_policy(name, text)
+                .map_err(|e| PolicyError::Compile { id: id.clone(), message: one_line(e) })?;
+            if package != "data.policy" {
+                return Err(PolicyError::WrongPackage { id });
+            }
+        }
+        Ok(Policy { id, source, engine })
+    }
+
+    /// The policy id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The Rego text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn engine_with(&self, input: &Json, data: &Json) -> Result<regorus::Engine, PolicyError> {
+        let mut engine = self.engine.clone();
+        let bad = |what, e: anyhow_like::E| PolicyError::BadJson { id: self.id.clone(), what, message: e.0 };
+        let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| bad("input", e.into()))?;
+        engine.set_input(input);
+        let data = regorus::Value::from_json_str(&data.to_string()).map_err(|e| bad("data", e.into()))?;
+        engine.add_data(data).map_err(|e| bad("data", e.into()))?;
+        Ok(engine)
+    }
+
+    /// The value of `data.policy.<rule>` (JSON `null` when undefined).
+    pub fn eval_rule(&self, rule: &str, input: &Json, data: &Json) -> Result<Json, PolicyError> {
+        let mut v = self.eval_rules(&[rule.to_owned()], input, data)?;
+        Ok(v.pop().unwrap_or(Json::Null))
+    }
+
+    /// The values of several rules of `data.policy` with one input (JSON `null` when undefined).
+    pub fn eval_rules(&self, rules: &[String], input: &Json, data: &Json) -> Result<Vec<Json>, PolicyError> {
+        let mut engine = self.engine_with(input, data)?;
+        rules
+            .iter()
+            .map(|rule| {
+                let path = format!("data.policy.{rule}");
+                let err = |e: String| PolicyError::Eval { id: self.id.clone(), rule: path.clone(), message: e };
+                // A query (not eval_rule) so that a rule the policy does not define is simply
+                // undefined rather than an error.
+                let results = engine.eval_query(path.clone(), false).map_err(|e| err(one_line(e)))?;
+                let Some(v) = results.result.first().and_then(|r| r.expressions.first()).map(|e| &e.value) else {
+                    return Ok(Json::Null);
+                };
+                if *v == regorus::Value::Undefined {
+                    return Ok(Json::Null);
+                }
+                let text = v.to_json_str().map_err(|e| err(one_line(e)))?;
+                serde_json::from_str(&text).map_err(|e| err(one_line(e)))
+            })
+            .collect()
+    }
+
+    /// `data.policy.allow`, fail-closed: only an explicit boolean `true` allows.
+    pub fn allows(&self, input: &Json, data: &Json) -> Result<bool, PolicyError> {
+        Ok(self.eval_rule("allow", input, data)? == Json::Bool(true))
+    }
+}
+
+/// Adapter so both regorus' error type and others convert to a one-line message.
+mod anyhow_like {
+    pub struct E(pub String);
+    impl<T: std::fmt::Display> From<T> for E {
+        fn from(e: T) -> Self {
+            E(super::one_line(e))
+        }
+    }
+}
+
+/// The policies shipped with Cloister, by id.
+pub mod builtin {
+    /// Resource policy `default`: allow unless the token comes from CoCo's `sample` TEE or from
+    /// evidence of no TEE (`none`), or from the emulated TEE.
+    pub const RESOURCE_DEFAULT: &str = include_str!("../../resource/default.rego");
+    /// Resource policy `allow_all`.
+    pub const RESOURCE_ALLOW_ALL: &str = include_str!("../../resource/allow_all.rego");
+    /// Resource policy `deny_all`.
+    pub const RESOURCE_DENY_ALL: &str = include_str!("../../resource/deny_all.rego");
+    /// Resource policy `affirming`: every submodule of the token must be `affirming`.
+    pub const RESOURCE_AFFIRMING: &str = include_str!("../../resource/affirming.rego");
+    /// Resource policy `degenerate`: the plain-VM (Kata) path for development clusters.
+    pub const RESOURCE_DEGENERATE: &str = include_str!("../../resource/degenerate.rego");
+
+    /// Attestation policy `default` for CPU TEEs (SNP, TDX, SE): starts pessimistic and affirms
+    /// each trust claim only when the claims match the reference values.
+    pub const ATTESTATION_DEFAULT_CPU: &str = include_str!("../../attestation/default_cpu.rego");
+
+    /// `(id, source)` of every built-in resource policy.
+    pub const RESOURCE: &[(&str, &str)] = &[
+        ("default", RESOURCE_DEFAULT),
+        ("allow_all", RESOURCE_ALLOW_ALL),
+        ("deny_all", RESOURCE_DENY_ALL),
+        ("affirming", RESOURCE_AFFIRMING),
+        ("degenerate", RESOURCE_DEGENERATE),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builtins_compile() {
+        for (id, src) in builtin::RESOURCE {
+            Policy::new(*id, *src).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert!(matches!(Policy::new("x", "package policy\nallow := ["), Err(PolicyError::Compile { .. })));
+        assert!(matches!(Policy::new("x", "package other\nallow := true"), Err(PolicyError::WrongPackage { .. })));
+    }
+
+    #[test]
+    fn only_true_allows() {
+        let data = json!({});
+        for (src, want) in [
+            ("package policy\nallow := true", true),
+            ("package policy\nallow := \"yes\"", false),
+            ("package policy\nallow := 1", false),
+            ("package policy\nx := 1", false),
+        ] {
+            assert_eq!(Policy::new("t", src).unwrap().allows(&json!({}), &data).unwrap(), want, "{src}");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+# Cloister default resource policy.
+#
+# Releases a resource only to a token whose every submodule is `affirming` and whose evidence came
+# from real TEE hardware: tokens from CoCo's `sample` TEE, from no TEE (`none`, the degenerate
+# plain-VM path) and from the emulated TEE are denied. Evaluated for each resource request with
+# input = the token's claims and data = {"plugin", "resource-path", "query"}.
+package policy
+
+import rego.v1
+
+default allow := false
+
+not_hardware := {"sample", "none", "emulated_snp", "emulated_tdx"}
+
+allow if {
+	data.plugin == "resource"
+	count(input.submods) > 0
+	every _, sub in input.submods {
+		sub["ear.status"] == "affirming"
+		every tee, _ in sub["ear.veraison.annotated-evidence"] {
+			not tee in not_hardware
+		}
+	}
+}

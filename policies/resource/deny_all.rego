@@ -1,0 +1,6 @@
+# Releases nothing.
+package policy
+
+import rego.v1
+
+default allow := false
