@@ -1,6 +1,6 @@
 //! Fixture tests of every shipped resource policy: token claims (EAR, trustee shape) × resource
 //! request → the decision each policy must take.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use cloister_policy::{Policy, builtin};
 use serde_json::{Value, json};

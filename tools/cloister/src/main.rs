@@ -14,6 +14,7 @@ macro_rules! outln {
 }
 
 mod measure;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -27,10 +28,18 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compute the launch measurement a TEE will report (SEV, SEV-ES, SEV-SNP, TDX, IBM SE).
     Measure(measure::MeasureArgs),
+    /// Verify attestation evidence (exit 0 verified, 2 rejected, 1 usage/IO error).
+    #[command(subcommand)]
+    Verify(verify::VerifyCmd),
+    /// Inspect attestation evidence.
+    #[command(subcommand)]
+    Evidence(verify::EvidenceCmd),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +49,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Measure(args) => measure::run(args),
+        Command::Verify(cmd) => verify::run(cmd),
+        Command::Evidence(cmd) => verify::run_evidence(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,10 +58,16 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => match e.downcast_ref::<verify::Rejected>() {
+            Some(r) => {
+                eprintln!("{r}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -10,5 +10,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod se;
 pub mod snp;
 pub mod tdx;

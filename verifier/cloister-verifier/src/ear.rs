@@ -263,9 +263,8 @@ impl Ear {
     /// Reads claims in either spelling (dotted names of `ear` 0.5 / trustee, or underscore names of
     /// draft -04 with a policy-id list).
     pub fn from_claims(v: &Value) -> Result<Self, EarError> {
-        let get = |o: &Value, dotted: &str, under: &str| -> Option<Value> {
-            o.get(dotted).or_else(|| o.get(under)).cloned()
-        };
+        let get =
+            |o: &Value, dotted: &str, under: &str| -> Option<Value> { o.get(dotted).or_else(|| o.get(under)).cloned() };
         let profile = v.get("eat_profile").and_then(Value::as_str).ok_or(EarError::Shape("no eat_profile"))?;
         let iat = v.get("iat").and_then(Value::as_u64).ok_or(EarError::Shape("no iat"))?;
         let exp = v.get("exp").and_then(Value::as_u64).unwrap_or(u64::MAX);
@@ -285,8 +284,8 @@ impl Ear {
                 Some(Value::Array(a)) => a.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
                 _ => String::new(),
             };
-            let annotated_evidence = get(s, "ear.veraison.annotated-evidence", "ear_veraison_annotated_evidence")
-                .unwrap_or(Value::Null);
+            let annotated_evidence =
+                get(s, "ear.veraison.annotated-evidence", "ear_veraison_annotated_evidence").unwrap_or(Value::Null);
             submods.insert(name.clone(), Submod { status, trust_vector, policy_id, annotated_evidence });
         }
         Ok(Ear {
@@ -408,16 +407,16 @@ pub fn verify_jws(token: &str, keys: &TrustedKeys, now: u64) -> Result<Value, Ea
         return Err(EarError::Signature);
     }
     let claims = decode_json("payload", p)?;
-    if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-        if now >= exp {
-            return Err(EarError::Expired { exp, now });
-        }
+    if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
+        && now >= exp
+    {
+        return Err(EarError::Expired { exp, now });
     }
-    if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-        // Allow a minute of clock skew between replicas.
-        if iat > now.saturating_add(60) {
-            return Err(EarError::NotYetValid { iat, now });
-        }
+    // Allow a minute of clock skew between replicas.
+    if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
+        && iat > now.saturating_add(60)
+    {
+        return Err(EarError::NotYetValid { iat, now });
     }
     Ok(claims)
 }
@@ -549,6 +548,9 @@ mod tests {
         let keys = TrustedKeys { jwks: vec![jwk], insecure_header_jwk: false };
         let claims = verify_jws(token, &keys, 1_300_000_000).unwrap();
         assert_eq!(claims["iss"], "joe");
-        assert_eq!(verify_jws(token, &keys, 1_300_819_380), Err(EarError::Expired { exp: 1_300_819_380, now: 1_300_819_380 }));
+        assert_eq!(
+            verify_jws(token, &keys, 1_300_819_380),
+            Err(EarError::Expired { exp: 1_300_819_380, now: 1_300_819_380 })
+        );
     }
 }

@@ -11,6 +11,6 @@
 
 pub mod appraisal;
 pub mod ear;
-
+pub mod se;
 pub mod snp;
 pub mod tdx;
