@@ -81,10 +81,18 @@ snp_bound_to_initdata if {
 # --- TDX -------------------------------------------------------------------------------------
 
 executables := 3 if {
-	input.tdx.quote.body.mr_td in data.reference.mr_td
-	listed_or_unset("rtmr_1", input.tdx.quote.body.rtmr_1)
-	listed_or_unset("rtmr_2", input.tdx.quote.body.rtmr_2)
+	input.tdx.mr_td in data.reference.mr_td
+	tdx_rtmr_1_ok
+	tdx_rtmr_2_ok
 }
+
+tdx_rtmr_1_ok if not data.reference.rtmr_1
+
+tdx_rtmr_1_ok if input.tdx.rtmr_1 in data.reference.rtmr_1
+
+tdx_rtmr_2_ok if not data.reference.rtmr_2
+
+tdx_rtmr_2_ok if input.tdx.rtmr_2 in data.reference.rtmr_2
 
 hardware := 2 if {
 	input.tdx
@@ -93,15 +101,15 @@ hardware := 2 if {
 
 configuration := 2 if {
 	input.tdx
-	not input.tdx.td_attributes.debug
-	listed_or_unset("xfam", input.tdx.quote.body.xfam)
+	input.tdx.td_attributes.debug == false
+	tdx_xfam_ok
 	tdx_bound_to_initdata
 }
 
-tdx_bound_to_initdata if {
-	not input.init_data
-}
+tdx_xfam_ok if not data.reference.xfam
 
-tdx_bound_to_initdata if {
-	startswith(input.tdx.quote.body.mr_config_id, input.init_data)
-}
+tdx_xfam_ok if input.tdx.xfam in data.reference.xfam
+
+tdx_bound_to_initdata if not input.init_data
+
+tdx_bound_to_initdata if startswith(input.tdx.mr_config_id, input.init_data)

@@ -1211,35 +1211,3 @@ mod synthetic {
         );
     }
 }
-
-#[test]
-fn zz_profile_loop() {
-    let Some(mode) = std::env::var_os("TDX_PROFILE") else { return };
-    let Some(root) = evidence("zz") else { return };
-    let quote = read(&root, T1);
-    let c = collateral(&root, C_T1);
-    let v = strict();
-    v.verify(&quote, Some(&c), NOW_T1).unwrap();
-    let q = Quote::parse(&quote).unwrap();
-    let s = q.signature_data();
-    let pem = String::from_utf8_lossy(&s.certification.data).to_string();
-    let ders: Vec<Vec<u8>> = pem_payloads(pem.as_bytes()).iter().map(|_| Vec::new()).collect();
-    let _ = ders;
-    for _ in 0..200 {
-        if mode == "b" {
-            v.verify(&quote, Some(&c), NOW_T1).unwrap();
-        } else {
-            let mut att = vec![4u8];
-            att.extend_from_slice(&s.attestation_key.0);
-            assert!(ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &att)
-                .verify(q.signed_bytes(), &s.signature.0)
-                .is_ok());
-            assert!(ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &att)
-                .verify(q.signed_bytes(), &s.signature.0)
-                .is_ok());
-            assert!(ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &att)
-                .verify(q.signed_bytes(), &s.signature.0)
-                .is_ok());
-        }
-    }
-}

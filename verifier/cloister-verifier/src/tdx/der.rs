@@ -175,42 +175,53 @@ const SKIP: u8 = 0xfd;
 /// Standard-alphabet base64 with optional padding (at most two `=`, only at the end); ASCII
 /// whitespace is skipped; unused bits of the last character must be zero.
 pub(crate) fn base64_decode(text: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut sextets = Vec::with_capacity(text.len());
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let mut quad = [0u32; 4];
+    let mut n = 0usize;
     let mut padding = 0usize;
-    for &c in text {
-        match B64[usize::from(c)] {
-            SKIP => {}
-            PAD => padding += 1,
-            BAD => return Err("PEM: invalid base64 character"),
-            _ if padding > 0 => return Err("PEM: base64 data after padding"),
-            v => sextets.push(v),
-        }
-    }
-    if padding > 2 || sextets.len() % 4 == 1 {
-        return Err("PEM: malformed base64 ending");
-    }
-    let mut out = Vec::with_capacity(sextets.len() / 4 * 3 + 2);
-    let mut chunks = sextets.chunks_exact(4);
-    for c in &mut chunks {
-        let n = (u32::from(c[0]) << 18) | (u32::from(c[1]) << 12) | (u32::from(c[2]) << 6) | u32::from(c[3]);
-        out.extend_from_slice(&n.to_be_bytes()[1..]);
-    }
-    match *chunks.remainder() {
-        [] => {}
-        [a, b] => {
-            if b & 0x0f != 0 {
-                return Err("PEM: malformed base64 ending");
+    let mut i = 0;
+    while i < text.len() {
+        // Fast path: four alphabet characters at once (the bulk of every PEM line).
+        if n == 0
+            && padding == 0
+            && let Some(&[a, b, c, d]) = text.get(i..i + 4)
+        {
+            let (a, b, c, d) = (B64[usize::from(a)], B64[usize::from(b)], B64[usize::from(c)], B64[usize::from(d)]);
+            if (a | b | c | d) & 0xc0 == 0 {
+                let w = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
+                out.extend_from_slice(&[(w >> 16) as u8, (w >> 8) as u8, w as u8]);
+                i += 4;
+                continue;
             }
-            out.push((a << 2) | (b >> 4));
         }
-        [a, b, c] => {
-            if c & 0x03 != 0 {
-                return Err("PEM: malformed base64 ending");
+        let v = B64[usize::from(text[i])];
+        i += 1;
+        if v < 64 {
+            if padding > 0 {
+                return Err("PEM: base64 data after padding");
             }
-            out.push((a << 2) | (b >> 4));
-            out.push((b << 4) | (c >> 2));
+            quad[n] = u32::from(v);
+            n += 1;
+            if n == 4 {
+                let w = (quad[0] << 18) | (quad[1] << 12) | (quad[2] << 6) | quad[3];
+                out.extend_from_slice(&[(w >> 16) as u8, (w >> 8) as u8, w as u8]);
+                n = 0;
+            }
+        } else if v == PAD {
+            padding += 1;
+        } else if v != SKIP {
+            return Err("PEM: invalid base64 character");
         }
-        _ => return Err("PEM: malformed base64 ending"),
+    }
+    let bad = Err("PEM: malformed base64 ending");
+    match (n, padding) {
+        (0, 0) => {}
+        (2, 0 | 2) if quad[1] & 0x0f == 0 => out.push(((quad[0] << 2) | (quad[1] >> 4)) as u8),
+        (3, 0 | 1) if quad[2] & 0x03 == 0 => {
+            out.push(((quad[0] << 2) | (quad[1] >> 4)) as u8);
+            out.push(((quad[1] << 4) | (quad[2] >> 2)) as u8);
+        }
+        _ => return bad,
     }
     Ok(out)
 }
@@ -365,6 +376,11 @@ mod tests {
         assert_eq!(base64_decode(b"aGVs\nbG8h").unwrap(), b"hello!");
         assert!(base64_decode(b"aGVsbG8=x").is_err());
         assert!(base64_decode(b"a").is_err());
+        assert_eq!(base64_decode(b"QUJD\nREVG R0g=\n").unwrap(), b"ABCDEFGH");
+        assert_eq!(base64_decode(b"Q U J D").unwrap(), b"ABC");
+        assert!(base64_decode(b"QUJD=REVG").is_err());
+        assert!(base64_decode(b"QUJDR===").is_err());
+        assert!(base64_decode(b"QUJ-").is_err());
         assert!(pem_certificates(b"junk-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----").is_err());
         assert!(pem_certificates(b"-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----x").is_err());
         let pem = b"\r\n-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAw==\n-----END CERTIFICATE-----\n\0";

@@ -276,7 +276,7 @@ pub enum TdxVerifyError {
     /// The TDX module SVN is below every level of its module identity.
     #[error("TDX module SVN {isv_svn} is below every level of its module identity")]
     TdxModuleTcbNotSupported {
-        /// TEE_TCB_SVN[0].
+        /// `TEE_TCB_SVN[0]`.
         isv_svn: u8,
     },
     /// MRSIGNERSEAM or SEAMATTRIBUTES do not match the TDX module identity.
