@@ -862,59 +862,17 @@ impl IdBlockSummary {
     }
 }
 
-const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard padded base64 (RFC 4648 §4).
 pub(crate) fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b0 = u32::from(chunk[0]);
-        let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
-        let b2 = u32::from(chunk.get(2).copied().unwrap_or(0));
-        let n = (b0 << 16) | (b1 << 8) | b2;
-        let sextet = |shift: u32| char::from(B64_ALPHABET[((n >> shift) & 63) as usize]);
-        out.push(sextet(18));
-        out.push(sextet(12));
-        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
-        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
-    }
-    out
-}
-
-fn b64_value(c: u8) -> Option<u32> {
-    match c {
-        b'A'..=b'Z' => Some(u32::from(c - b'A')),
-        b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-        b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// Strict standard padded base64 decoding to exactly `expected` bytes.
 fn base64_decode_exact(s: &str, expected: usize, what: &'static str) -> Result<Vec<u8>, IdBlockError> {
+    use base64::Engine as _;
     let bad = IdBlockError::BadBase64 { what, expected };
-    let s = s.trim().as_bytes();
-    if s.len() != expected.div_ceil(3) * 4 {
-        return Err(bad);
-    }
-    let mut out = Vec::with_capacity(expected + 2);
-    let quads = s.len() / 4;
-    for (i, quad) in s.chunks_exact(4).enumerate() {
-        let last = i + 1 == quads;
-        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return Err(bad);
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - pad] {
-            n = (n << 6) | b64_value(c).ok_or_else(|| bad.clone())?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
+    let out = base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|_| bad.clone())?;
     if out.len() != expected {
         return Err(bad);
     }

@@ -1125,63 +1125,19 @@ impl PvattestExchangeResponse {
 // base64 (standard alphabet, padded, strict)
 // ---------------------------------------------------------------------------------------------
 
+/// Thin wrappers over the `base64` crate's strict standard engine (canonical padding, no
+/// trailing bits, no whitespace).
 mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use ::base64::Engine as _;
+    use ::base64::engine::general_purpose::STANDARD;
 
     pub(super) fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 0x3F) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        STANDARD.encode(data)
     }
 
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-
-    /// Decodes canonical padded base64; `None` on any deviation (bad length, character,
-    /// padding position or non-zero trailing bits).
+    /// Decodes canonical padded base64; `None` on any deviation.
     pub(super) fn decode(s: &str) -> Option<Vec<u8>> {
-        let b = s.as_bytes();
-        if !b.len().is_multiple_of(4) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(b.len() / 4 * 3);
-        let quads = b.len() / 4;
-        for (qi, q) in b.chunks(4).enumerate() {
-            let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
-            if pad > 2 || (pad > 0 && qi + 1 != quads) {
-                return None;
-            }
-            let mut n = 0u32;
-            for &c in &q[..4 - pad] {
-                n = (n << 6) | value(c)?;
-            }
-            n <<= 6 * pad as u32;
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            let keep = 3 - pad;
-            if bytes[keep..].iter().any(|&x| x != 0) {
-                return None;
-            }
-            out.extend_from_slice(&bytes[..keep]);
-        }
-        Some(out)
+        STANDARD.decode(s).ok()
     }
 }
 
