@@ -129,6 +129,13 @@ pub(crate) fn time(unix: i64) -> Vec<u8> {
     }
 }
 
+/// RFC 3339 UTC time with seconds (`2026-01-31T12:00:00Z`), as Intel's collateral writes it.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
+    let secs = unix.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -196,6 +203,10 @@ pub(crate) mod oids {
     pub const EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10_045, 2, 1];
     /// secp384r1.
     pub const SECP384R1: &[u64] = &[1, 3, 132, 0, 34];
+    /// prime256v1.
+    pub const PRIME256V1: &[u64] = &[1, 2, 840, 10_045, 3, 1, 7];
+    /// ecdsa-with-SHA256.
+    pub const ECDSA_SHA256: &[u64] = &[1, 2, 840, 10_045, 4, 3, 2];
 }
 
 /// PEM armour around `der` with the given label, 64-character lines.
@@ -245,6 +256,7 @@ mod tests {
         assert_eq!(time(0), tlv(0x17, b"700101000000Z"));
         assert_eq!(time(1_603_387_385), tlv(0x17, b"201022172305Z"));
         assert_eq!(time(2_524_608_000), tlv(0x18, b"20500101000000Z"));
+        assert_eq!(rfc3339(1_603_387_385), "2020-10-22T17:23:05Z");
     }
 
     #[test]

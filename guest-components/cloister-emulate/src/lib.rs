@@ -21,12 +21,18 @@
 //! (`TrustAnchors::empty().with_root(product, ark_der, ark_sha256_hex)`). Only the trust anchor
 //! differs; the built-in AMD roots reject them.
 //!
-//! Modules: [`snp`] (AMD SEV-SNP).
+//! TDX works the same way: [`tdx::EmulatedTdx`] issues an Intel-shaped DCAP chain (P-256 root CA →
+//! PCK Platform CA → PCK certificate with the SGX extension; TCB signing certificate), version-4
+//! quotes through an emulated quoting enclave, and signed collateral, which `TdxVerifier` accepts
+//! with `TdxTrustAnchors::empty().with_root(root_der)`.
+//!
+//! Modules: [`snp`] (AMD SEV-SNP), [`tdx`] (Intel TDX).
 
 #![forbid(unsafe_code)]
 
 mod der;
 pub mod snp;
+pub mod tdx;
 
 /// Why the emulator could not generate, load, save or sign.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,137 @@
+//! Emulated TDX quotes and collateral against the project's verifier: accepted exactly when the
+//! emulated root is named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cloister_emulate::tdx::{EmulatedTdx, TdxQuoteRequest};
+use cloister_evidence::tdx::{Bytes, TdAttributes};
+use cloister_verifier::tdx::{
+    TcbStatus, TdxCollateral, TdxTrustAnchors, TdxVerifier, TdxVerifyError, TdxVerifyOptions,
+};
+
+fn emulated() -> &'static EmulatedTdx {
+    static TDX: OnceLock<EmulatedTdx> = OnceLock::new();
+    TDX.get_or_init(|| EmulatedTdx::generate().unwrap())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn verifier_for(emu: &EmulatedTdx) -> TdxVerifier {
+    TdxVerifier::new(TdxTrustAnchors::empty().with_root(emu.root_der()).unwrap(), TdxVerifyOptions::default())
+}
+
+fn request(seed: u8) -> TdxQuoteRequest {
+    TdxQuoteRequest {
+        report_data: Bytes([seed; 64]),
+        mr_td: Bytes([seed ^ 1; 48]),
+        rtmrs: [Bytes([seed ^ 2; 48]), Bytes([seed ^ 3; 48]), Bytes([seed ^ 4; 48]), Bytes([seed ^ 5; 48])],
+        mr_config_id: Bytes([seed ^ 6; 48]),
+        ..TdxQuoteRequest::default()
+    }
+}
+
+#[test]
+fn quotes_verify_under_the_emulated_root() {
+    let emu = emulated();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    let verifier = verifier_for(emu);
+    for seed in [1u8, 2] {
+        let quote = emu.quote(&request(seed)).unwrap();
+        let v = verifier.verify(&quote, Some(&collateral), now()).unwrap();
+        assert_eq!(v.tcb_status, TcbStatus::UpToDate);
+        assert_eq!(v.fmspc, emu.tcb().fmspc);
+        assert_eq!(v.pce_svn, emu.tcb().pce_svn);
+        assert_eq!(v.cpu_svn, emu.tcb().sgx_components);
+        let c = v.claims();
+        assert_eq!(c["tee"], "tdx");
+        assert_eq!(c["quote_version"], 4);
+        assert_eq!(c["report_data"], hex::encode([seed; 64]));
+        assert_eq!(c["mr_td"], hex::encode([seed ^ 1; 48]));
+        assert_eq!(c["rtmr_0"], hex::encode([seed ^ 2; 48]));
+        assert_eq!(c["rtmr_3"], hex::encode([seed ^ 5; 48]));
+        assert_eq!(c["mr_config_id"], hex::encode([seed ^ 6; 48]));
+        assert_eq!(c["td_attributes"]["debug"], false);
+        assert_eq!(c["td_attributes"]["septve_disable"], true);
+    }
+    // Without collateral the chain and signatures still verify, then the TCB cannot be appraised.
+    let quote = emu.quote(&request(3)).unwrap();
+    let err = verifier.verify(&quote, None, now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::CollateralMissing { .. }), "{err:?}");
+}
+
+#[test]
+fn rejected_by_intel_roots_and_other_emulated_roots() {
+    let emu = emulated();
+    let quote = emu.quote(&request(4)).unwrap();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    let err = TdxVerifier::default().verify(&quote, Some(&collateral), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::RootNotPinned { .. }), "{err:?}");
+    let err = TdxVerifier::default().verify(&quote, None, now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::RootNotPinned { .. }), "{err:?}");
+
+    let other = EmulatedTdx::generate().unwrap();
+    let err = verifier_for(&other).verify(&quote, Some(&collateral), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::RootNotPinned { .. } | TdxVerifyError::ChainSignature { .. }), "{err:?}");
+    // The other platform's collateral for this quote: a different root.
+    let other_collateral = TdxCollateral::from_json(other.collateral_json().unwrap().as_bytes()).unwrap();
+    let err = verifier_for(emu).verify(&quote, Some(&other_collateral), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::RootNotPinned { .. }), "{err:?}");
+}
+
+#[test]
+fn tampering_is_rejected() {
+    let emu = emulated();
+    let quote = emu.quote(&request(5)).unwrap();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    let verifier = verifier_for(emu);
+    verifier.verify(&quote, Some(&collateral), now()).unwrap();
+    // MRTD at 48 + 136, REPORTDATA at 48 + 520, the quote signature right after the body.
+    for offset in [48 + 136, 48 + 520, 48 + 584 + 4] {
+        let mut bad = quote.clone();
+        bad[offset] ^= 1;
+        let err = verifier.verify(&bad, Some(&collateral), now()).unwrap_err();
+        assert!(matches!(err, TdxVerifyError::QuoteSignature), "offset {offset}: {err:?}");
+    }
+    // Collateral text altered after signing.
+    let mut parts = collateral.clone().into_parts();
+    parts.tcb_info = parts.tcb_info.replace("UpToDate", "OutOfDate");
+    let err = verifier.verify(&quote, Some(&TdxCollateral::new(parts)), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::TcbInfoSignature), "{err:?}");
+    // A revoked PCK certificate.
+    let revoking = emu.collateral_json_revoking(&[emu.pck_serial().unwrap()]).unwrap();
+    let err =
+        verifier.verify(&quote, Some(&TdxCollateral::from_json(revoking.as_bytes()).unwrap()), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::Revoked { .. }), "{err:?}");
+    // Expired collateral.
+    let err = verifier.verify(&quote, Some(&collateral), now() + 31 * 86_400).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TdxVerifyError::CrlExpired { .. }
+                | TdxVerifyError::TcbInfoExpired { .. }
+                | TdxVerifyError::QeIdentityExpired { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn debug_tds_are_rejected_by_default() {
+    let emu = emulated();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    let bits = TdAttributes::SEPT_VE_DISABLE | TdAttributes::DEBUG;
+    let req = TdxQuoteRequest { td_attributes: TdAttributes(Bytes(bits.to_le_bytes())), ..request(6) };
+    let quote = emu.quote(&req).unwrap();
+    let err = verifier_for(emu).verify(&quote, Some(&collateral), now()).unwrap_err();
+    assert!(matches!(err, TdxVerifyError::Debug(_)), "{err:?}");
+    let lax = TdxVerifier::new(
+        TdxTrustAnchors::empty().with_root(emu.root_der()).unwrap(),
+        TdxVerifyOptions { allow_debug: true, ..TdxVerifyOptions::default() },
+    );
+    lax.verify(&quote, Some(&collateral), now()).unwrap();
+}
