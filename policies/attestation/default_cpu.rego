@@ -74,8 +74,9 @@ snp_bound_to_initdata if {
 	not input.init_data
 }
 
+# HOST_DATA holds the initdata digest truncated to 32 bytes.
 snp_bound_to_initdata if {
-	startswith(input.snp.host_data, input.init_data)
+	startswith(input.init_data, input.snp.host_data)
 }
 
 # --- TDX -------------------------------------------------------------------------------------
@@ -112,4 +113,7 @@ tdx_xfam_ok if input.tdx.xfam in data.reference.xfam
 
 tdx_bound_to_initdata if not input.init_data
 
+# MRCONFIGID holds the digest zero-padded (SHA-256) or truncated (SHA-512) to 48 bytes.
 tdx_bound_to_initdata if startswith(input.tdx.mr_config_id, input.init_data)
+
+tdx_bound_to_initdata if startswith(input.init_data, input.tdx.mr_config_id)

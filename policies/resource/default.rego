@@ -22,3 +22,24 @@ allow if {
 		}
 	}
 }
+
+# Why a request is denied (the key broker reports these in the PolicyDeny detail).
+deny_reasons contains msg if {
+	data.plugin != "resource"
+	msg := sprintf("plugin %v is not released by this policy", [data.plugin])
+}
+
+deny_reasons contains "the token has no submodules" if count(input.submods) == 0
+
+deny_reasons contains msg if {
+	some name, sub in input.submods
+	sub["ear.status"] != "affirming"
+	msg := sprintf("submodule %v is %v, not affirming", [name, sub["ear.status"]])
+}
+
+deny_reasons contains msg if {
+	some name, sub in input.submods
+	some tee, _ in sub["ear.veraison.annotated-evidence"]
+	tee in not_hardware
+	msg := sprintf("submodule %v carries %v evidence, which the default policy never trusts", [name, tee])
+}

@@ -181,10 +181,15 @@ pub mod builtin {
     pub const RESOURCE_AFFIRMING: &str = include_str!("../../resource/affirming.rego");
     /// Resource policy `degenerate`: the plain-VM (Kata) path for development clusters.
     pub const RESOURCE_DEGENERATE: &str = include_str!("../../resource/degenerate.rego");
+    /// Resource policy `emulated`: like `affirming`, accepting the emulated TEE (development only).
+    pub const RESOURCE_EMULATED: &str = include_str!("../../resource/emulated.rego");
 
     /// Attestation policy `default` for CPU TEEs (SNP, TDX, SE): starts pessimistic and affirms
     /// each trust claim only when the claims match the reference values.
     pub const ATTESTATION_DEFAULT_CPU: &str = include_str!("../../attestation/default_cpu.rego");
+    /// Attestation policy for the emulated TEE (development only): the same reference values,
+    /// applied to `emulated_snp` / `emulated_tdx` claims.
+    pub const ATTESTATION_EMULATED_CPU: &str = include_str!("../../attestation/emulated_cpu.rego");
 
     /// `(id, source)` of every built-in resource policy.
     pub const RESOURCE: &[(&str, &str)] = &[
@@ -193,6 +198,7 @@ pub mod builtin {
         ("deny_all", RESOURCE_DENY_ALL),
         ("affirming", RESOURCE_AFFIRMING),
         ("degenerate", RESOURCE_DEGENERATE),
+        ("emulated", RESOURCE_EMULATED),
     ];
 }
 

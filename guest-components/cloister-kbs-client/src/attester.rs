@@ -1,0 +1,85 @@
+//! Evidence producers. One small trait; one type per TEE. This crate ships CoCo's `sample`
+//! TEE (no hardware, denied by default policies) and the emulated SNP platform (software-rooted
+//! evidence in the exact hardware format; accepted only by a verifier that names its root).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cloister_emulate::snp::{EmulatedSnp, SnpReportRequest};
+use cloister_kbs_protocol::Tee;
+use serde_json::{Value, json};
+
+/// Why evidence could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum AttesterError {
+    /// The platform failed.
+    #[error("attester {tee}: {detail}")]
+    Platform {
+        /// TEE.
+        tee: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Produces evidence for report data (the runtime-data digest, zero-padded to 64 bytes for
+/// hardware TEEs).
+pub trait Attester: Send + Sync {
+    /// The TEE named in `/auth`.
+    fn tee(&self) -> Tee;
+    /// Evidence JSON (`primary_evidence`) binding `digest` (the raw runtime-data digest).
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError>;
+}
+
+/// CoCo's `sample` TEE: `{"svn":"1","report_data":"<base64 digest>"}`. Proves nothing.
+#[derive(Debug, Default, Clone)]
+pub struct SampleAttester;
+
+impl Attester for SampleAttester {
+    fn tee(&self) -> Tee {
+        Tee::Sample
+    }
+
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        Ok(json!({"svn": "1", "report_data": STANDARD.encode(digest)}))
+    }
+}
+
+/// The emulated SNP platform, in process. **Emulated evidence proves nothing about hardware.**
+#[derive(Clone)]
+pub struct EmulatedSnpAttester {
+    platform: Arc<EmulatedSnp>,
+    measurement: [u8; 48],
+    host_data: [u8; 32],
+}
+
+impl std::fmt::Debug for EmulatedSnpAttester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedSnpAttester").field("measurement", &hex::encode(self.measurement)).finish()
+    }
+}
+
+impl EmulatedSnpAttester {
+    /// Reports with this launch measurement and HOST_DATA.
+    pub fn new(platform: Arc<EmulatedSnp>, measurement: [u8; 48], host_data: [u8; 32]) -> Self {
+        tracing::warn!("EMULATED SEV-SNP attester in use: its evidence proves nothing about hardware");
+        Self { platform, measurement, host_data }
+    }
+}
+
+impl Attester for EmulatedSnpAttester {
+    fn tee(&self) -> Tee {
+        Tee::Snp
+    }
+
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let rd = cloister_kbs_protocol::binding::fit::<64>(digest);
+        let req = SnpReportRequest::new(rd).with_measurement(self.measurement).with_host_data(self.host_data);
+        let report = self
+            .platform
+            .report(&req)
+            .map_err(|e| AttesterError::Platform { tee: "emulated-snp", detail: e.to_string() })?;
+        Ok(json!({"report": STANDARD.encode(report), "cert_table": STANDARD.encode(self.platform.cert_table())}))
+    }
+}

@@ -1,0 +1,321 @@
+//! The RCAR client.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use cloister_kbs_protocol::binding::{HashAlgorithm, runtime_data_digest};
+use cloister_kbs_protocol::{
+    Attestation, AttestationToken, Challenge, CompositeEvidence, ErrorInformation, InitData, PROTOCOL_VERSION, Request,
+    Response, RuntimeData, SESSION_COOKIE, TeeKeyPair,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use crate::attester::{Attester, AttesterError};
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connection or TLS failure.
+    #[error("cannot reach the KBS: {0}")]
+    Transport(String),
+    /// The KBS answered with an error body.
+    #[error("KBS refused ({status}) {kind}: {detail}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Error type name.
+        kind: String,
+        /// The KBS's explanation.
+        detail: String,
+    },
+    /// The KBS answered something that is not the protocol.
+    #[error("KBS sent an invalid {what}: {detail}")]
+    Protocol {
+        /// Which message.
+        what: &'static str,
+        /// Why it is invalid.
+        detail: String,
+    },
+    /// The resource JWE could not be opened.
+    #[error("cannot decrypt the resource: {0}")]
+    Jwe(#[from] cloister_kbs_protocol::JweError),
+    /// The attester failed.
+    #[error(transparent)]
+    Attester(#[from] AttesterError),
+    /// Bad client configuration.
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Which TEE key to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TeeKeyKind {
+    /// EC P-256, `ECDH-ES+A256KW` (CoCo default).
+    #[default]
+    P256,
+    /// EC P-521.
+    P521,
+    /// RSA-2048, `RSA-OAEP-256`.
+    Rsa2048,
+}
+
+/// How the KBS's TLS certificate is trusted.
+#[derive(Debug, Clone, Default)]
+pub enum TrustMode {
+    /// Plain `http://` only (development).
+    #[default]
+    PlainHttpOnly,
+    /// Exactly this certificate (SHA-256 of its DER).
+    Pinned([u8; 32]),
+    /// These CA certificates (DER).
+    Ca(Vec<Vec<u8>>),
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// TEE key type.
+    pub key: TeeKeyKind,
+    /// TLS trust.
+    pub trust: TrustMode,
+    /// Initdata TOML sent with the attestation.
+    pub init_data: Option<String>,
+    /// Attempts of the handshake (with backoff).
+    pub handshake_attempts: u32,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            key: TeeKeyKind::P256,
+            trust: TrustMode::PlainHttpOnly,
+            init_data: None,
+            handshake_attempts: 3,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Cached {
+    token: String,
+    exp: u64,
+}
+
+/// A KBS client bound to one attester and one TEE key.
+pub struct KbsClient {
+    http: reqwest::Client,
+    base: String,
+    attester: Arc<dyn Attester>,
+    key: TeeKeyPair,
+    opts: ClientOptions,
+    token: Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for KbsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KbsClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    ClientError::Transport(s)
+}
+
+async fn refusal(resp: reqwest::Response) -> ClientError {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ErrorInformation>(&body) {
+        Ok(e) => ClientError::Refused { status, kind: e.kind().to_owned(), detail: e.detail },
+        Err(_) => ClientError::Refused {
+            status,
+            kind: "Unknown".into(),
+            detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    }
+}
+
+/// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
+fn token_exp(token: &str) -> Option<u64> {
+    let payload = token.split('.').nth(1)?;
+    let v: Value = serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()?;
+    v.get("exp")?.as_u64()
+}
+
+impl KbsClient {
+    /// A client for the KBS at `url` (e.g. `https://kbs.example:8080`).
+    pub fn new(url: &str, attester: Arc<dyn Attester>, opts: ClientOptions) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        let builder = reqwest::Client::builder().timeout(opts.timeout).pool_max_idle_per_host(4);
+        let builder = match &opts.trust {
+            TrustMode::PlainHttpOnly => {
+                if !base.starts_with("http://") {
+                    return Err(ClientError::Config("https needs a pinned certificate or a CA".into()));
+                }
+                // No roots: any https redirect fails closed.
+                builder.use_preconfigured_tls(
+                    crate::tls::config_ca(Vec::new()).map_err(|e| ClientError::Config(e.to_string()))?,
+                )
+            }
+            TrustMode::Pinned(fp) => builder
+                .use_preconfigured_tls(crate::tls::config_pinned(*fp).map_err(|e| ClientError::Config(e.to_string()))?),
+            TrustMode::Ca(ders) => builder.use_preconfigured_tls(
+                crate::tls::config_ca(ders.iter().map(|d| d.clone().into()).collect())
+                    .map_err(|e| ClientError::Config(e.to_string()))?,
+            ),
+        };
+        let http = builder.build().map_err(transport)?;
+        let key = match opts.key {
+            TeeKeyKind::P256 => TeeKeyPair::generate_p256(),
+            TeeKeyKind::P521 => TeeKeyPair::generate_p521(),
+            TeeKeyKind::Rsa2048 => TeeKeyPair::generate_rsa(2048)?,
+        };
+        Ok(Self { http, base, attester, key, opts, token: Mutex::new(None) })
+    }
+
+    /// Runs `/auth` + `/attest` and returns the new token (also cached).
+    pub async fn attest(&self) -> Result<String, ClientError> {
+        let mut last = None;
+        for attempt in 0..self.opts.handshake_attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+            }
+            match self.handshake().await {
+                Ok(t) => return Ok(t),
+                // Refusals are final: the evidence will not get better by retrying.
+                Err(e @ ClientError::Refused { .. }) => return Err(e),
+                Err(e @ (ClientError::Attester(_) | ClientError::Config(_) | ClientError::Jwe(_))) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, "handshake failed, retrying");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Config("no attempts".into())))
+    }
+
+    async fn handshake(&self) -> Result<String, ClientError> {
+        let req = Request {
+            version: PROTOCOL_VERSION.into(),
+            tee: self.attester.tee(),
+            extra_params: json!({"supported-hash-algorithms": ["sha384"]}),
+        };
+        let resp = self.http.post(format!("{}/kbs/v0/auth", self.base)).json(&req).send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let cookie = resp
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.split(';').next().filter(|kv| kv.starts_with(&format!("{SESSION_COOKIE}="))).map(str::to_owned)
+            })
+            .ok_or(ClientError::Protocol { what: "auth response", detail: "no kbs-session-id cookie".into() })?;
+        let challenge: Challenge =
+            resp.json().await.map_err(|e| ClientError::Protocol { what: "challenge", detail: e.to_string() })?;
+        if challenge.nonce.is_empty() || challenge.nonce.len() > 1024 {
+            return Err(ClientError::Protocol { what: "challenge", detail: "nonce empty or oversized".into() });
+        }
+        let digest = runtime_data_digest(&challenge.nonce, self.key.public(), "", HashAlgorithm::Sha384);
+        let attester = self.attester.clone();
+        let evidence = tokio::task::spawn_blocking(move || attester.evidence(&digest))
+            .await
+            .map_err(|e| ClientError::Config(e.to_string()))??;
+        let att = Attestation {
+            init_data: self.opts.init_data.as_ref().map(|b| InitData { format: "toml".into(), body: b.clone() }),
+            runtime_data: RuntimeData { nonce: challenge.nonce, tee_pubkey: self.key.public().clone() },
+            tee_evidence: CompositeEvidence { primary_evidence: evidence, additional_evidence: String::new() },
+        };
+        let resp = self
+            .http
+            .post(format!("{}/kbs/v0/attest", self.base))
+            .header(reqwest::header::COOKIE, cookie)
+            .json(&att)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let t: AttestationToken = resp
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol { what: "attestation token", detail: e.to_string() })?;
+        let exp = token_exp(&t.token).ok_or(ClientError::Protocol { what: "token", detail: "no exp claim".into() })?;
+        *self.token.lock().await = Some(Cached { token: t.token.clone(), exp });
+        Ok(t.token)
+    }
+
+    async fn cached_token(&self) -> Result<String, ClientError> {
+        if let Some(c) = self.token.lock().await.as_ref()
+            && c.exp > now() + 5
+        {
+            return Ok(c.token.clone());
+        }
+        self.attest().await
+    }
+
+    /// Fetches and decrypts `repo/type/tag` (or a `kbs:///repo/type/tag` URI) with a Bearer
+    /// token, attesting first when there is no valid token and once more on a 401.
+    pub async fn get_resource(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let path = path.strip_prefix("kbs://").map(|p| p.split_once('/').map(|x| x.1).unwrap_or(p)).unwrap_or(path);
+        let path = path.trim_start_matches('/');
+        let mut retried = false;
+        loop {
+            let token = self.cached_token().await?;
+            let resp = self
+                .http
+                .get(format!("{}/kbs/v0/resource/{path}", self.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(transport)?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !retried {
+                retried = true;
+                *self.token.lock().await = None;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(refusal(resp).await);
+            }
+            let body = resp.bytes().await.map_err(transport)?;
+            let jwe: Response = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Protocol { what: "resource JWE", detail: e.to_string() })?;
+            return Ok(self.key.decrypt(&jwe)?);
+        }
+    }
+
+    /// The cached token, if any.
+    pub async fn token(&self) -> Option<String> {
+        self.token.lock().await.as_ref().map(|c| c.token.clone())
+    }
+}

@@ -1,0 +1,17 @@
+//! The guest side of the CoCo KBS protocol 0.4.0: an [`Attester`] produces evidence whose report
+//! data binds the KBS nonce and the guest's TEE key; [`KbsClient`] runs the RCAR handshake
+//! (`/auth` → `/attest`), caches the token until it expires, re-attests on 401 and unwraps the
+//! JWE of each resource with its private TEE key.
+//!
+//! **What it trusts:** the KBS only through TLS — the system roots, a configured CA, or a pinned
+//! certificate (SHA-256 of the KBS certificate, as initdata carries it). Everything the KBS
+//! returns is parsed as untrusted input; a secret is only ever returned to the caller, never
+//! logged or written anywhere.
+#![forbid(unsafe_code)]
+
+pub mod attester;
+mod client;
+mod tls;
+
+pub use attester::{Attester, AttesterError, EmulatedSnpAttester, SampleAttester};
+pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};

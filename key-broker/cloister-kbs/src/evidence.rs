@@ -1,0 +1,189 @@
+//! Evidence verification for each TEE, through the bundled verifier crate.
+//!
+//! Primary-evidence JSON accepted per TEE:
+//! * `snp`: `{"report": "<base64 of the 1184-byte report>", "cert_table": "<base64 of the
+//!   extended-report certificate table>"?}`; without a table the VCEK comes from the configured
+//!   KDS-layout cache directory.
+//! * `tdx`: `{"quote": "<base64>", "cc_eventlog": "<base64>"?}` (trustee's field names).
+//! * `sample`: `{"svn": "1", "report_data": "<base64 of the digest>"}` (CoCo's fake TEE; no
+//!   signature, so its claims are labelled `sample` and the default policy denies them).
+//!
+//! SNP evidence that chains to a configured emulated root is labelled `emulated_snp` (and TDX
+//! `emulated_tdx`); only the AMD/Intel roots produce `snp`/`tdx` claims.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cloister_kbs_protocol::Tee;
+use cloister_verifier::snp::{
+    CertSource, KdsDirectory, Product, SnpCertificates, SnpVerifier, TrustAnchors, VerifyOptions,
+};
+use cloister_verifier::tdx::{TdxCollateral, TdxTrustAnchors, TdxVerifier, TdxVerifyOptions};
+use serde_json::{Value, json};
+
+use crate::config::VerifierConfig;
+use crate::error::ConfigError;
+
+/// What verified evidence says.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Claims key: `snp`, `emulated_snp`, `tdx`, `emulated_tdx`, `sample`.
+    pub tee_key: &'static str,
+    /// The verifier's claims.
+    pub claims: Value,
+    /// The evidence's report-data field (64 bytes for SNP/TDX; the digest for sample).
+    pub report_data: Vec<u8>,
+    /// HOST_DATA (SNP) or MRCONFIGID (TDX); empty for sample.
+    pub config_field: Vec<u8>,
+}
+
+/// The verifiers a broker uses.
+pub struct Verifiers {
+    snp: SnpVerifier,
+    snp_cache: Option<KdsDirectory>,
+    tdx: Option<(TdxVerifier, Option<TdxCollateral>)>,
+    tdx_emulated: Vec<(TdxVerifier, Option<TdxCollateral>)>,
+    allow_debug: bool,
+}
+
+impl std::fmt::Debug for Verifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifiers").field("snp_roots", &self.snp.anchors().roots()).finish_non_exhaustive()
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::Io { path: path.display().to_string(), error: e.to_string() })
+}
+
+fn b64(field: &str, v: &Value) -> Result<Vec<u8>, String> {
+    let s = v.get(field).and_then(Value::as_str).ok_or_else(|| format!("evidence has no string member {field:?}"))?;
+    STANDARD.decode(s.trim()).map_err(|e| format!("evidence member {field:?} is not base64: {e}"))
+}
+
+impl Verifiers {
+    /// Builds verifiers from configuration (AMD and Intel roots built in, plus named emulated roots).
+    pub fn from_config(c: &VerifierConfig) -> Result<Self, ConfigError> {
+        let mut anchors = TrustAnchors::amd().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for r in &c.snp_emulated_roots {
+            let product = match r.product.as_deref().unwrap_or("Milan") {
+                "Milan" => Product::Milan,
+                "Genoa" => Product::Genoa,
+                "Turin" => Product::Turin,
+                other => return Err(ConfigError::Invalid(format!("unknown SNP product {other:?}"))),
+            };
+            let der = read(&r.cert)?;
+            anchors = anchors
+                .with_root(product, &der, &r.sha256)
+                .map_err(|e| ConfigError::Invalid(format!("emulated SNP root {}: {e}", r.cert.display())))?;
+            tracing::warn!(root = %r.sha256, "EMULATED SNP root trusted: evidence under it proves nothing about hardware");
+        }
+        let tdx_options = || TdxVerifyOptions { allow_debug: c.insecure_allow_debug, ..TdxVerifyOptions::default() };
+        let tdx_collateral = match &c.tdx_collateral {
+            Some(p) => Some(TdxCollateral::from_json(&read(p)?).map_err(|e| ConfigError::Invalid(e.to_string()))?),
+            None => None,
+        };
+        let mut tdx_emulated = Vec::new();
+        for r in &c.tdx_emulated_roots {
+            let der = read(&r.cert)?;
+            let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
+            if !actual.eq_ignore_ascii_case(r.sha256.trim()) {
+                return Err(ConfigError::Invalid(format!(
+                    "emulated TDX root {}: SHA-256 is {actual}",
+                    r.cert.display()
+                )));
+            }
+            let anchors = TdxTrustAnchors::empty().with_root(&der).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let collateral = match &r.collateral {
+                Some(p) => Some(TdxCollateral::from_json(&read(p)?).map_err(|e| ConfigError::Invalid(e.to_string()))?),
+                None => None,
+            };
+            tdx_emulated.push((TdxVerifier::new(anchors, tdx_options()), collateral));
+            tracing::warn!(root = %r.sha256, "EMULATED TDX root trusted: evidence under it proves nothing about hardware");
+        }
+        Ok(Self {
+            snp: SnpVerifier::new(anchors),
+            snp_cache: c.snp_cert_cache.clone().map(KdsDirectory::new),
+            tdx: Some((TdxVerifier::new(TdxTrustAnchors::intel(), tdx_options()), tdx_collateral)),
+            tdx_emulated,
+            allow_debug: c.insecure_allow_debug,
+        })
+    }
+
+    /// Verifies `evidence` of `tee` at `now`.
+    pub fn verify(&self, tee: Tee, evidence: &Value, now: u64) -> Result<Verified, String> {
+        match tee {
+            Tee::Sample => {
+                let rd = b64("report_data", evidence)?;
+                let svn = evidence.get("svn").cloned().unwrap_or(json!("1"));
+                Ok(Verified {
+                    tee_key: "sample",
+                    claims: json!({
+                        "svn": svn,
+                        "launch_digest": "abcde",
+                        "platform_version": {"major": 1, "minor": 4},
+                        "debug": false,
+                        "report_data": hex::encode(&rd),
+                    }),
+                    report_data: rd,
+                    config_field: Vec::new(),
+                })
+            }
+            Tee::Snp => self.verify_snp(evidence, now),
+            Tee::Tdx => self.verify_tdx(evidence, now),
+            other => Err(format!("TEE {other} is not supported by this key broker (snp, tdx, sample)")),
+        }
+    }
+
+    fn verify_snp(&self, evidence: &Value, now: u64) -> Result<Verified, String> {
+        let report = b64("report", evidence)?;
+        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug);
+        let verified = if evidence.get("cert_table").is_some_and(|v| !v.is_null()) {
+            let table = b64("cert_table", evidence)?;
+            let certs = SnpCertificates::from_cert_table(&table).map_err(|e| format!("snp cert_table: {e}"))?;
+            self.snp.verify(&report, &certs, &opts)
+        } else if let Some(dir) = &self.snp_cache {
+            self.snp.verify_with_source(&report, CertSource::Directory(dir), &opts)
+        } else {
+            return Err("snp evidence has no cert_table and no certificate cache is configured".into());
+        }
+        .map_err(|e| format!("snp {}: {e}", e.check()))?;
+        let r = verified.report();
+        Ok(Verified {
+            tee_key: if verified.vek().root_is_builtin() { "snp" } else { "emulated_snp" },
+            claims: verified.claims(),
+            report_data: r.report_data.0.to_vec(),
+            config_field: r.host_data.0.to_vec(),
+        })
+    }
+
+    fn verify_tdx(&self, evidence: &Value, now: u64) -> Result<Verified, String> {
+        let quote = b64("quote", evidence)?;
+        let eventlog = match evidence.get("cc_eventlog") {
+            Some(Value::String(_)) => Some(b64("cc_eventlog", evidence)?),
+            _ => None,
+        };
+        let mut first_err = None;
+        let candidates =
+            self.tdx.iter().map(|v| (v, "tdx")).chain(self.tdx_emulated.iter().map(|v| (v, "emulated_tdx")));
+        for ((verifier, collateral), key) in candidates {
+            match verifier.verify(&quote, collateral.as_ref(), now) {
+                Ok(v) => {
+                    if let Some(log) = &eventlog {
+                        v.check_event_log(log).map_err(|e| format!("tdx event log: {e}"))?;
+                    }
+                    let td = v.td_report().ok_or("tdx quote has no TD report body")?;
+                    return Ok(Verified {
+                        tee_key: key,
+                        claims: v.claims(),
+                        report_data: td.report_data.0.to_vec(),
+                        config_field: td.mr_config_id.0.to_vec(),
+                    });
+                }
+                Err(e) => {
+                    first_err.get_or_insert(format!("tdx: {e}"));
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| "tdx: no verifier configured".into()))
+    }
+}

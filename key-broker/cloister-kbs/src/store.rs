@@ -1,0 +1,281 @@
+//! Storage: one small [`ResourceStore`] trait and two implementations.
+//!
+//! * [`FsStore`] (the embedded default): one file per record under `<root>/<namespace>/`, file
+//!   name = hex of the key. Durable writes go to a temporary file in the same directory, are
+//!   `fsync`ed, renamed over the old record and the directory is `fsync`ed, so a `kill -9` or
+//!   power loss leaves either the old or the new value, never a torn one; a write is
+//!   acknowledged only after that. Relaxed writes (sessions) skip the `fsync`s but stay atomic.
+//!   Several processes may share one root (that is how replicas share sessions).
+//! * [`MemoryStore`]: for tests and throw-away development servers.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+
+/// Record families (trustee's key-value namespaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    /// Resources, key `repo/type/tag`.
+    Repository,
+    /// The resource policy (key `resource-policy`).
+    Kbs,
+    /// Attestation policies by id.
+    AttestationPolicy,
+    /// Reference values by name.
+    ReferenceValue,
+    /// Protocol sessions by id.
+    Session,
+}
+
+impl Namespace {
+    /// Directory / namespace name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Repository => "repository",
+            Namespace::Kbs => "kbs",
+            Namespace::AttestationPolicy => "attestation_service_policy",
+            Namespace::ReferenceValue => "reference_value",
+            Namespace::Session => "kbs_protocol_session",
+        }
+    }
+
+    const ALL: [Namespace; 5] = [
+        Namespace::Repository,
+        Namespace::Kbs,
+        Namespace::AttestationPolicy,
+        Namespace::ReferenceValue,
+        Namespace::Session,
+    ];
+}
+
+/// How hard a write must try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives power loss once `put` returns.
+    Durable,
+    /// Atomic, but may be lost on a crash (sessions).
+    Relaxed,
+}
+
+/// The longest key accepted.
+pub const MAX_KEY_LEN: usize = 120;
+
+/// A key-value store of byte records.
+pub trait ResourceStore: Send + Sync + 'static {
+    /// Reads a record.
+    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// Creates or replaces a record.
+    fn put(&self, ns: Namespace, key: &str, value: &[u8], durability: Durability) -> Result<(), StoreError>;
+    /// Deletes a record; `false` if it did not exist.
+    fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError>;
+    /// All keys of a namespace.
+    fn list(&self, ns: Namespace) -> Result<Vec<String>, StoreError>;
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(StoreError::BadKey(key.chars().take(40).collect()));
+    }
+    Ok(())
+}
+
+/// The on-disk store.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+fn io(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), error: e.to_string() }
+}
+
+impl FsStore {
+    /// Opens (creating) a store rooted at `root`; leftover temporary files of interrupted writes
+    /// are removed.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for ns in Namespace::ALL {
+            let dir = root.join(ns.name());
+            fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            for entry in fs::read_dir(&dir).map_err(|e| io(&dir, e))?.flatten() {
+                let name = entry.file_name();
+                // Only ours: ".tmp-" files older than a minute (another replica may be writing).
+                if name.to_string_lossy().starts_with(".tmp-")
+                    && entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age.as_secs() > 60)
+                {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(Self { root, counter: AtomicU64::new(0) })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, ns: Namespace, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key)?;
+        Ok(self.root.join(ns.name()).join(hex::encode(key.as_bytes())))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
+}
+
+impl ResourceStore for FsStore {
+    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let path = self.path(ns, key)?;
+        match fs::read(&path) {
+            Ok(v) => Ok(Some(Zeroizing::new(v))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    fn put(&self, ns: Namespace, key: &str, value: &[u8], durability: Durability) -> Result<(), StoreError> {
+        let path = self.path(ns, key)?;
+        let dir = self.root.join(ns.name());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io(&tmp, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| io(&tmp, e))?;
+            }
+            f.write_all(value).map_err(|e| io(&tmp, e))?;
+            if durability == Durability::Durable {
+                f.sync_all().map_err(|e| io(&tmp, e))?;
+            }
+            drop(f);
+            fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            if durability == Durability::Durable {
+                sync_dir(&dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+        let path = self.path(ns, key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&self.root.join(ns.name()))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    fn list(&self, ns: Namespace) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join(ns.name());
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| io(&dir, e))?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(k) = hex::decode(name.as_bytes()).ok().and_then(|b| String::from_utf8(b).ok()) {
+                out.push(k);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+type Records = HashMap<(Namespace, String), Zeroizing<Vec<u8>>>;
+
+/// An in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    map: RwLock<Records>,
+}
+
+impl ResourceStore for MemoryStore {
+    fn get(&self, ns: Namespace, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        check_key(key)?;
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(map.get(&(ns, key.to_owned())).cloned())
+    }
+
+    fn put(&self, ns: Namespace, key: &str, value: &[u8], _: Durability) -> Result<(), StoreError> {
+        check_key(key)?;
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert((ns, key.to_owned()), Zeroizing::new(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(map.remove(&(ns, key.to_owned())).is_some())
+    }
+
+    fn list(&self, ns: Namespace) -> Result<Vec<String>, StoreError> {
+        let map = self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v: Vec<String> = map.keys().filter(|(n, _)| *n == ns).map(|(_, k)| k.clone()).collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(s: &dyn ResourceStore) {
+        assert!(s.get(Namespace::Repository, "a/b/c").unwrap().is_none());
+        s.put(Namespace::Repository, "a/b/c", b"one", Durability::Durable).unwrap();
+        s.put(Namespace::Repository, "a/b/c", b"two", Durability::Relaxed).unwrap();
+        assert_eq!(&s.get(Namespace::Repository, "a/b/c").unwrap().unwrap()[..], b"two");
+        assert!(s.get(Namespace::Kbs, "a/b/c").unwrap().is_none());
+        assert_eq!(s.list(Namespace::Repository).unwrap(), vec!["a/b/c".to_owned()]);
+        assert!(s.delete(Namespace::Repository, "a/b/c").unwrap());
+        assert!(!s.delete(Namespace::Repository, "a/b/c").unwrap());
+        assert!(s.put(Namespace::Kbs, "", b"x", Durability::Durable).is_err());
+        assert!(s.put(Namespace::Kbs, &"k".repeat(MAX_KEY_LEN + 1), b"x", Durability::Durable).is_err());
+    }
+
+    #[test]
+    fn memory_store() {
+        exercise(&MemoryStore::default());
+    }
+
+    #[test]
+    fn fs_store_and_two_handles_share_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FsStore::open(dir.path()).unwrap();
+        exercise(&a);
+        let b = FsStore::open(dir.path()).unwrap();
+        a.put(Namespace::Session, "s1", b"x", Durability::Relaxed).unwrap();
+        assert_eq!(&b.get(Namespace::Session, "s1").unwrap().unwrap()[..], b"x");
+        // Keys are hex-encoded: path tricks stay inside the namespace directory.
+        a.put(Namespace::ReferenceValue, "../../etc/x", b"y", Durability::Durable).unwrap();
+        assert_eq!(a.list(Namespace::ReferenceValue).unwrap(), vec!["../../etc/x".to_owned()]);
+        assert!(dir.path().join("reference_value").read_dir().unwrap().count() == 1);
+    }
+}

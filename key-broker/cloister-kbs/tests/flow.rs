@@ -1,0 +1,372 @@
+//! End-to-end protocol tests: an in-process `cloister-kbs` on loopback and the guest-side
+//! `cloister-kbs-client`, with CoCo's `sample` TEE and the emulated SNP platform.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cloister_kbs_client::{
+    Attester, AttesterError, ClientError, ClientOptions, EmulatedSnpAttester, KbsClient, SampleAttester, TeeKeyKind,
+};
+use cloister_kbs_protocol::Tee;
+use cloister_policy::builtin;
+use common::{Kbs, platform};
+use serde_json::{Value, json};
+
+const MEASUREMENT: [u8; 48] = [0x5a; 48];
+
+fn client(kbs: &Kbs, attester: Arc<dyn Attester>, key: TeeKeyKind) -> KbsClient {
+    KbsClient::new(&kbs.url, attester, ClientOptions { key, ..ClientOptions::default() }).unwrap()
+}
+
+fn refused(e: &ClientError) -> (u16, String, String) {
+    match e {
+        ClientError::Refused { status, kind, detail } => (*status, kind.clone(), detail.clone()),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+async fn emulated_kbs(dir: &std::path::Path) -> Kbs {
+    let kbs = Kbs::start(dir, "", true).await;
+    kbs.set_attestation_policy(builtin::ATTESTATION_EMULATED_CPU).await;
+    kbs.set_resource_policy(builtin::RESOURCE_EMULATED).await;
+    let refs = json!({"snp_launch_measurement": [hex::encode(MEASUREMENT)]}).to_string();
+    assert_eq!(kbs.admin_post("/kbs/v0/reference-value", refs).await.status(), 200);
+    kbs.set_resource("app/key/1", b"emulated secret\x00\xff").await;
+    kbs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_tee_every_key_type_and_default_policy_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let kbs = Kbs::start(dir.path(), "", false).await;
+    kbs.set_resource("default/key/1", b"top secret").await;
+    // Default policy: the sample TEE is attested but denied, with the reason.
+    let c = client(&kbs, Arc::new(SampleAttester), TeeKeyKind::P256);
+    let e = c.get_resource("kbs:///default/key/1").await.unwrap_err();
+    let (status, kind, detail) = refused(&e);
+    assert_eq!((status, kind.as_str()), (403, "PolicyDeny"));
+    assert!(detail.contains("sample evidence"), "{detail}");
+    // allow_all releases to every key type, cookie-less Bearer mode.
+    kbs.set_resource_policy(builtin::RESOURCE_ALLOW_ALL).await;
+    for key in [TeeKeyKind::P256, TeeKeyKind::P521, TeeKeyKind::Rsa2048] {
+        let c = client(&kbs, Arc::new(SampleAttester), key);
+        assert_eq!(&c.get_resource("default/key/1").await.unwrap()[..], b"top secret");
+        // A second fetch reuses the cached token.
+        let t = c.token().await.unwrap();
+        assert_eq!(&c.get_resource("default/key/1").await.unwrap()[..], b"top secret");
+        assert_eq!(c.token().await.unwrap(), t);
+    }
+    // Unknown resource: 404, not 401 (no pointless re-attestation).
+    let e = c.get_resource("default/key/none").await.unwrap_err();
+    assert_eq!(refused(&e).0, 404);
+    kbs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_snp_released_only_with_trusted_root_and_matching_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let kbs = emulated_kbs(dir.path()).await;
+    let good = EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]);
+    let c = client(&kbs, Arc::new(good), TeeKeyKind::P256);
+    assert_eq!(&c.get_resource("app/key/1").await.unwrap()[..], b"emulated secret\x00\xff");
+    let token = c.token().await.unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let sub = &claims["submods"]["cpu0"];
+    assert_eq!(sub["ear.status"], "affirming");
+    assert_eq!(sub["ear.veraison.annotated-evidence"]["emulated_snp"]["measurement"], hex::encode(MEASUREMENT));
+    assert!(
+        sub["ear.veraison.annotated-evidence"].get("snp").is_none(),
+        "emulated evidence must never be labelled snp"
+    );
+
+    // Wrong measurement: attested (warning), then denied by policy with the reason.
+    let bad = EmulatedSnpAttester::new(platform(), [0x01; 48], [0; 32]);
+    let e = client(&kbs, Arc::new(bad), TeeKeyKind::P256).get_resource("app/key/1").await.unwrap_err();
+    let (status, kind, detail) = refused(&e);
+    assert_eq!((status, kind.as_str()), (403, "PolicyDeny"));
+    assert!(detail.contains("not affirming"), "{detail}");
+
+    // The default policies (installed fresh) deny the emulated TEE.
+    kbs.set_resource_policy(builtin::RESOURCE_DEFAULT).await;
+    let good = EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]);
+    let e = client(&kbs, Arc::new(good), TeeKeyKind::P256).get_resource("app/key/1").await.unwrap_err();
+    let (status, _, detail) = refused(&e);
+    assert_eq!(status, 403);
+    assert!(detail.contains("emulated_snp"), "{detail}");
+    kbs.stop().await;
+
+    // A broker that does not name the emulated root refuses the evidence itself.
+    let dir2 = tempfile::tempdir().unwrap();
+    let plain = Kbs::start(dir2.path(), "", false).await;
+    let good = EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]);
+    let e = client(&plain, Arc::new(good), TeeKeyKind::P256).attest().await.unwrap_err();
+    let (status, kind, detail) = refused(&e);
+    assert_eq!((status, kind.as_str()), (401, "AttestationError"));
+    assert!(detail.contains("root"), "{detail}");
+    plain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initdata_must_match_host_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let kbs = emulated_kbs(dir.path()).await;
+    let initdata = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+    let digest = cloister_kbs_protocol::HashAlgorithm::Sha384.digest(initdata.as_bytes());
+    let host_data: [u8; 32] = digest[..32].try_into().unwrap();
+    let opts = |init: &str| ClientOptions { init_data: Some(init.to_owned()), ..ClientOptions::default() };
+    let bound = EmulatedSnpAttester::new(platform(), MEASUREMENT, host_data);
+    let c = KbsClient::new(&kbs.url, Arc::new(bound.clone()), opts(initdata)).unwrap();
+    assert_eq!(&c.get_resource("app/key/1").await.unwrap()[..], b"emulated secret\x00\xff");
+    // The same guest presenting different initdata than it was launched with.
+    let other = initdata.replace("agent_policy", "other_policy");
+    let c = KbsClient::new(&kbs.url, Arc::new(bound), opts(&other)).unwrap();
+    let (status, kind, detail) = refused(&c.attest().await.unwrap_err());
+    assert_eq!((status, kind.as_str()), (401, "AttestationError"));
+    assert!(detail.contains("HOST_DATA"), "{detail}");
+    kbs.stop().await;
+}
+
+/// An attester that binds the wrong digest (e.g. hashes only {nonce, tee-pubkey}).
+struct Unbound;
+impl Attester for Unbound {
+    fn tee(&self) -> Tee {
+        Tee::Sample
+    }
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let mut d = digest.to_vec();
+        d[0] ^= 1;
+        Ok(json!({"svn": "1", "report_data": STANDARD.encode(d)}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_refusals_are_specific() {
+    let dir = tempfile::tempdir().unwrap();
+    let kbs = Kbs::start(dir.path(), "", false).await;
+    kbs.set_resource_policy(builtin::RESOURCE_ALLOW_ALL).await;
+    kbs.set_resource("default/key/1", b"s").await;
+    let http = reqwest::Client::new();
+    let url = &kbs.url;
+
+    // report_data not bound to the tee-pubkey and nonce.
+    let (status, kind, detail) =
+        refused(&client(&kbs, Arc::new(Unbound), TeeKeyKind::P256).attest().await.unwrap_err());
+    assert_eq!((status, kind.as_str()), (401, "AttestationError"));
+    assert!(detail.contains("not bound"), "{detail}");
+
+    // Version mismatch and malformed JSON: 400.
+    let r = http
+        .post(format!("{url}/kbs/v0/auth"))
+        .body(r#"{"version":"0.3.0","tee":"sample","extra-params":""}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("RcarAuthFailed"));
+    let r = http.post(format!("{url}/kbs/v0/auth")).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A foreign nonce: session A's cookie with session B's nonce.
+    let auth = |http: reqwest::Client| async move {
+        let r = http
+            .post(format!("{url}/kbs/v0/auth"))
+            .body(r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Expires="));
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["extra-params"], "");
+        (cookie, v["nonce"].as_str().unwrap().to_owned())
+    };
+    let (cookie_a, _nonce_a) = auth(http.clone()).await;
+    let (_cookie_b, nonce_b) = auth(http.clone()).await;
+    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256();
+    let attest_body = |nonce: &str| {
+        let d = cloister_kbs_protocol::runtime_data_digest(
+            nonce,
+            key.public(),
+            "",
+            cloister_kbs_protocol::HashAlgorithm::Sha384,
+        );
+        json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
+               "tee-evidence": {"primary_evidence": {"svn": "1", "report_data": STANDARD.encode(d)}, "additional_evidence": ""}})
+        .to_string()
+    };
+    let r = http
+        .post(format!("{url}/kbs/v0/attest"))
+        .header("cookie", &cookie_a)
+        .body(attest_body(&nonce_b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("RcarAttestFailed"));
+    // Unknown session.
+    let r = http
+        .post(format!("{url}/kbs/v0/attest"))
+        .header("cookie", "kbs-session-id=00000000000000000000000000000000")
+        .body(attest_body(&nonce_b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("SessionNotFound"));
+
+    // A token signed by another key (well-formed EAR, foreign signer).
+    let (foreign, _) = cloister_verifier::ear::EarSigner::generate().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let sub = cloister_verifier::ear::Submod {
+        status: cloister_verifier::ear::Status::Affirming,
+        trust_vector: Default::default(),
+        policy_id: "default".into(),
+        annotated_evidence: json!({"snp": {}, "runtime_data_claims": {"tee-pubkey": key.public()}}),
+    };
+    let forged = foreign.sign(&cloister_verifier::ear::Ear::new(now, 300, sub)).unwrap();
+    let r = http.get(format!("{url}/kbs/v0/resource/default/key/1")).bearer_auth(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("TokenVerifierError"));
+    // No credentials at all.
+    let r = http.get(format!("{url}/kbs/v0/resource/default/key/1")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("TokenNotFound"));
+    // Paths and plugins.
+    let r = http.get(format!("{url}/kbs/v0/resource/a/b")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("InvalidRequestPath"));
+    let r = http.get(format!("{url}/kbs/v0/nebula-ca/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("PluginNotFound"));
+    // Oversized body: 413 (limit 2 MiB by default).
+    let r = http.post(format!("{url}/kbs/v0/auth")).body(vec![b' '; 3 << 20]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Admin endpoints without, or with a bad, admin token.
+    let r = http.post(format!("{url}/kbs/v0/resource/default/key/1")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (other, _) = cloister_kbs_protocol::admin::AdminSigningKey::generate().unwrap();
+    let r = http
+        .post(format!("{url}/kbs/v0/resource/default/key/1"))
+        .bearer_auth(other.mint("admin", now, 60).unwrap())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{url}/kbs/v0/resource/default/key/1"))
+        .bearer_auth(kbs.admin.mint("reader", now, 60).unwrap())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Policy uploads are checked: standard base64 and broken Rego are refused, the old policy stays.
+    let r = kbs
+        .admin_post(
+            "/kbs/v0/resource-policy",
+            json!({"policy": STANDARD.encode("package policy\nallow := true\n")}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 400, "padded standard base64 must be refused");
+    let r = kbs
+        .admin_post("/kbs/v0/resource-policy", json!({"policy": "cGFja2FnZSBwb2xpY3kKYWxsb3cgOj0gKA"}).to_string())
+        .await;
+    assert_eq!(r.status(), 400);
+    // Metrics and health.
+    let m = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("kbs_auth_requests_total") && m.contains("kbs_policy_evaluations_total"));
+    assert_eq!(http.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
+    kbs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_sessions_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("shared-store");
+    let extra = format!(
+        "[storage_backend]\nstorage_type = \"LocalFs\"\n[storage_backend.backends.local_fs]\ndir_path = \"{}\"\n",
+        store.display()
+    );
+    // Both replicas need the same token key so either can verify the other's tokens.
+    let signer_dir = dir.path().join("a");
+    let a = Kbs::start(&signer_dir, &extra, false).await;
+    a.set_resource_policy(builtin::RESOURCE_ALLOW_ALL).await;
+    a.set_resource("default/key/1", b"shared").await;
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(b_dir.join("data")).unwrap();
+    std::fs::copy(signer_dir.join("data/token-signer.pk8"), b_dir.join("data/token-signer.pk8")).unwrap();
+    std::fs::copy(signer_dir.join("data/admin.pub"), b_dir.join("data/admin.pub")).unwrap();
+    std::fs::copy(signer_dir.join("admin-key.pem"), b_dir.join("admin-key.pem")).unwrap();
+    let b = Kbs::start(&b_dir, &extra, false).await;
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/kbs/v0/auth", a.url))
+        .body(r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#)
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let nonce = r.json::<Value>().await.unwrap()["nonce"].as_str().unwrap().to_owned();
+    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256();
+    let d = cloister_kbs_protocol::runtime_data_digest(
+        &nonce,
+        key.public(),
+        "",
+        cloister_kbs_protocol::HashAlgorithm::Sha384,
+    );
+    let body = json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
+        "tee-evidence": {"primary_evidence": {"svn": "1", "report_data": STANDARD.encode(d)}, "additional_evidence": ""}});
+    // Attest at B with A's session, fetch at A with the cookie only.
+    let r = http
+        .post(format!("{}/kbs/v0/attest", b.url))
+        .header("cookie", &cookie)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r =
+        http.get(format!("{}/kbs/v0/resource/default/key/1", a.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let jwe: cloister_kbs_protocol::Response = r.json().await.unwrap();
+    assert_eq!(&key.decrypt(&jwe).unwrap()[..], b"shared");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let kbs = emulated_kbs(dir.path()).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let url = kbs.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let att = EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]);
+            let c = KbsClient::new(&url, Arc::new(att), ClientOptions::default()).unwrap();
+            let s = c.get_resource("app/key/1").await.map_err(|e| format!("client {i}: {e}"))?;
+            if &s[..] != b"emulated secret\x00\xff" {
+                return Err(format!("client {i}: wrong secret"));
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "{} failures, first: {:?}", errors.len(), errors.first());
+    kbs.stop().await;
+}
