@@ -79,7 +79,9 @@ pub fn named_values(v: &Value) -> Result<Vec<(String, Vec<Value>)>, KbsError> {
                 "tdx" => "mr_td",
                 "se" => "se.image_phkh",
                 other => {
-                    return Err(KbsError::InvalidUpload(format!("measurement for TEE {other:?} has no reference name")));
+                    return Err(KbsError::InvalidUpload(format!(
+                        "measurement for TEE {other:?} has no reference name"
+                    )));
                 }
             };
             out.push((name.to_owned(), vec![Value::String(m.to_owned())]));
