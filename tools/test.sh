@@ -5,6 +5,8 @@
 #   CLOISTER_FIXTURES   shared fixtures (default: ../shared/fixtures beside the checkout)
 #   SEV_SNP_MEASURE     path of the reference sev-snp-measure (default: installed on demand)
 #   CLOISTER_DIFF_CASES number of randomised differential cases (default 60)
+#   CLOISTER_PYTHON     python with `cryptography`, for the KBS interop peers in tests/interop
+#                       (default: the venv below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,17 @@ if [ -z "${SEV_SNP_MEASURE:-}" ]; then
     fi
     export SEV_SNP_MEASURE="$venv/bin/sev-snp-measure"
 fi
+if [ -z "${CLOISTER_PYTHON:-}" ]; then
+    venv="${CLOISTER_VENV:-/var/tmp/cloister-venv}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    if ! "$venv/bin/python" -c 'import cryptography' 2>/dev/null; then
+        echo "== installing cryptography into $venv (KBS interop peers)"
+        "$venv/bin/pip" install -q --disable-pip-version-check 'cryptography>=42'
+    fi
+    export CLOISTER_PYTHON="$venv/bin/python"
+fi
+echo "== interop vectors (tests/interop/vectors.py)"
+"$CLOISTER_PYTHON" tests/interop/vectors.py >/dev/null
 
 echo "== cargo test --workspace"
 log="$(mktemp)"
