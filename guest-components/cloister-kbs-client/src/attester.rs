@@ -7,6 +7,8 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cloister_emulate::snp::{EmulatedSnp, SnpReportRequest};
+use cloister_emulate::tdx::{EmulatedTdx, TdxQuoteRequest};
+use cloister_evidence::tdx::Bytes;
 use cloister_kbs_protocol::Tee;
 use serde_json::{Value, json};
 
@@ -81,5 +83,44 @@ impl Attester for EmulatedSnpAttester {
             .report(&req)
             .map_err(|e| AttesterError::Platform { tee: "emulated-snp", detail: e.to_string() })?;
         Ok(json!({"report": STANDARD.encode(report), "cert_table": STANDARD.encode(self.platform.cert_table())}))
+    }
+}
+
+/// The emulated TDX platform, in process. **Emulated evidence proves nothing about hardware.**
+#[derive(Clone)]
+pub struct EmulatedTdxAttester {
+    platform: Arc<EmulatedTdx>,
+    mr_td: [u8; 48],
+    mr_config_id: [u8; 48],
+}
+
+impl std::fmt::Debug for EmulatedTdxAttester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedTdxAttester").field("mr_td", &hex::encode(self.mr_td)).finish()
+    }
+}
+
+impl EmulatedTdxAttester {
+    /// Quotes with this MRTD and MRCONFIGID.
+    pub fn new(platform: Arc<EmulatedTdx>, mr_td: [u8; 48], mr_config_id: [u8; 48]) -> Self {
+        tracing::warn!("EMULATED TDX attester in use: its evidence proves nothing about hardware");
+        Self { platform, mr_td, mr_config_id }
+    }
+}
+
+impl Attester for EmulatedTdxAttester {
+    fn tee(&self) -> Tee {
+        Tee::Tdx
+    }
+
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let mut req = TdxQuoteRequest::new(cloister_kbs_protocol::binding::fit::<64>(digest));
+        req.mr_td = Bytes(self.mr_td);
+        req.mr_config_id = Bytes(self.mr_config_id);
+        let quote = self
+            .platform
+            .quote(&req)
+            .map_err(|e| AttesterError::Platform { tee: "emulated-tdx", detail: e.to_string() })?;
+        Ok(json!({"quote": STANDARD.encode(quote)}))
     }
 }

@@ -138,7 +138,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn transport(e: reqwest::Error) -> ClientError {
+pub(crate) fn transport(e: reqwest::Error) -> ClientError {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(x) = src {
@@ -169,29 +169,29 @@ fn token_exp(token: &str) -> Option<u64> {
     v.get("exp")?.as_u64()
 }
 
+/// An HTTP client with the KBS trust configuration (ring provider, no system roots).
+pub(crate) fn http_client(base: &str, trust: &TrustMode, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(4);
+    let tls = match trust {
+        TrustMode::PlainHttpOnly => {
+            if !base.starts_with("http://") {
+                return Err(ClientError::Config("https needs a pinned certificate or a CA".into()));
+            }
+            // No roots: any https redirect fails closed.
+            crate::tls::config_ca(Vec::new())
+        }
+        TrustMode::Pinned(fp) => crate::tls::config_pinned(*fp),
+        TrustMode::Ca(ders) => crate::tls::config_ca(ders.iter().map(|d| d.clone().into()).collect()),
+    }
+    .map_err(|e| ClientError::Config(e.to_string()))?;
+    builder.use_preconfigured_tls(tls).build().map_err(transport)
+}
+
 impl KbsClient {
     /// A client for the KBS at `url` (e.g. `https://kbs.example:8080`).
     pub fn new(url: &str, attester: Arc<dyn Attester>, opts: ClientOptions) -> Result<Self, ClientError> {
         let base = url.trim_end_matches('/').to_owned();
-        let builder = reqwest::Client::builder().timeout(opts.timeout).pool_max_idle_per_host(4);
-        let builder = match &opts.trust {
-            TrustMode::PlainHttpOnly => {
-                if !base.starts_with("http://") {
-                    return Err(ClientError::Config("https needs a pinned certificate or a CA".into()));
-                }
-                // No roots: any https redirect fails closed.
-                builder.use_preconfigured_tls(
-                    crate::tls::config_ca(Vec::new()).map_err(|e| ClientError::Config(e.to_string()))?,
-                )
-            }
-            TrustMode::Pinned(fp) => builder
-                .use_preconfigured_tls(crate::tls::config_pinned(*fp).map_err(|e| ClientError::Config(e.to_string()))?),
-            TrustMode::Ca(ders) => builder.use_preconfigured_tls(
-                crate::tls::config_ca(ders.iter().map(|d| d.clone().into()).collect())
-                    .map_err(|e| ClientError::Config(e.to_string()))?,
-            ),
-        };
-        let http = builder.build().map_err(transport)?;
+        let http = http_client(&base, &opts.trust, opts.timeout)?;
         let key = match opts.key {
             TeeKeyKind::P256 => TeeKeyPair::generate_p256(),
             TeeKeyKind::P521 => TeeKeyPair::generate_p521(),

@@ -9,9 +9,11 @@
 //! logged or written anywhere.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod attester;
 mod client;
 mod tls;
 
-pub use attester::{Attester, AttesterError, EmulatedSnpAttester, SampleAttester};
+pub use admin::AdminClient;
+pub use attester::{Attester, AttesterError, EmulatedSnpAttester, EmulatedTdxAttester, SampleAttester};
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};

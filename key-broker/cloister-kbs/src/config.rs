@@ -62,7 +62,7 @@ impl Default for HttpServer {
             payload_request_size: 2,
             auth_rate_limit: 100,
             auth_rate_burst: 400,
-            max_sessions: 100_000,
+            max_sessions: 1_000_000,
         }
     }
 }

@@ -370,3 +370,43 @@ async fn two_hundred_concurrent_clients() {
     assert!(errors.is_empty(), "{} failures, first: {:?}", errors.len(), errors.first());
     kbs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_tdx_through_the_same_checks() {
+    use cloister_emulate::tdx::EmulatedTdx;
+    use cloister_kbs_client::EmulatedTdxAttester;
+    let dir = tempfile::tempdir().unwrap();
+    let tdx = Arc::new(EmulatedTdx::generate().unwrap());
+    let root = dir.path().join("tdx-root.der");
+    std::fs::write(&root, tdx.root_der()).unwrap();
+    let coll = dir.path().join("tdx-collateral.json");
+    std::fs::write(&coll, tdx.collateral_json().unwrap()).unwrap();
+    let extra = format!(
+        "[[attestation_service.verifier.tdx_emulated_roots]]\ncert = \"{}\"\nsha256 = \"{}\"\ncollateral = \"{}\"\n",
+        root.display(),
+        tdx.root_sha256_hex(),
+        coll.display()
+    );
+    let kbs = Kbs::start(dir.path(), &extra, false).await;
+    kbs.set_attestation_policy(builtin::ATTESTATION_EMULATED_CPU).await;
+    kbs.set_resource_policy(builtin::RESOURCE_EMULATED).await;
+    let mr_td = [0x7d; 48];
+    let refs = json!({"mr_td": [hex::encode(mr_td)]}).to_string();
+    assert_eq!(kbs.admin_post("/kbs/v0/reference-value", refs).await.status(), 200);
+    kbs.set_resource("app/key/tdx", b"tdx secret").await;
+    let c = client(&kbs, Arc::new(EmulatedTdxAttester::new(tdx.clone(), mr_td, [0; 48])), TeeKeyKind::P256);
+    assert_eq!(&c.get_resource("app/key/tdx").await.unwrap()[..], b"tdx secret");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c.token().await.unwrap().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
+    assert_eq!(ev["emulated_tdx"]["mr_td"], hex::encode(mr_td));
+    assert!(ev.get("tdx").is_none());
+    // Wrong MRTD: denied by policy.
+    let c = client(&kbs, Arc::new(EmulatedTdxAttester::new(tdx, [0; 48], [0; 48])), TeeKeyKind::P256);
+    assert_eq!(refused(&c.get_resource("app/key/tdx").await.unwrap_err()).0, 403);
+    kbs.stop().await;
+}

@@ -13,6 +13,8 @@ macro_rules! outln {
     }};
 }
 
+mod emulate;
+mod kbs;
 mod measure;
 mod verify;
 
@@ -40,6 +42,11 @@ enum Command {
     /// Inspect attestation evidence.
     #[command(subcommand)]
     Evidence(verify::EvidenceCmd),
+    /// Talk to a key broker (CoCo KBS protocol 0.4.0): attest, get resources, administer.
+    Kbs(kbs::KbsArgs),
+    /// The emulated TEE platform (development and CI only: proves nothing about hardware).
+    #[command(subcommand)]
+    Emulate(emulate::EmulateCmd),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
         Command::Measure(args) => measure::run(args),
         Command::Verify(cmd) => verify::run(cmd),
         Command::Evidence(cmd) => verify::run_evidence(cmd),
+        Command::Kbs(args) => kbs::run(args),
+        Command::Emulate(cmd) => emulate::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

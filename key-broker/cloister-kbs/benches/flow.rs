@@ -1,0 +1,610 @@
+//! Throughput and latency of the key broker's attestation flow on loopback.
+//!
+//! An in-process `cloister-kbs` (plain HTTP, `FsStore` in a temporary directory, `/auth` rate
+//! limit off) serves `cloister-kbs-client`s attesting with the emulated SEV-SNP platform. Client
+//! and server run in the same process on separate Tokio runtimes (two workers each), so on a
+//! small machine they share the cores.
+//!
+//! The run prints, in order:
+//! 1. Criterion group `flow`: a full auth + attest + resource flow with a fresh client (P-256
+//!    TEE key), a resource fetch with a cached Bearer token, and the physical floor of a flow —
+//!    the server verifying one emulated SNP report (chain cached) and the client signing one.
+//! 2. A sequential timing breakdown of one flow (HTTP steps, the broker without HTTP, and its
+//!    components), with the ratios of the flow to the floor.
+//! 3. A load phase: C concurrent clients (16 and 64) looping full flows, then Bearer fetches.
+//!
+//! `cargo bench -p cloister-kbs --bench flow`; `CLOISTER_BENCH_QUICK=1` makes everything short
+//! (Criterion: 10 samples, 1 s; load: 1 s per point) for CI smoke tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
+use cloister_emulate::snp::{EmulatedSnp, SnpReportRequest};
+use cloister_evidence::snp::Product;
+use cloister_kbs::broker::{Credential, ResourcePath};
+use cloister_kbs::evidence::Verifiers;
+use cloister_kbs::server::{bind, prepare, serve};
+use cloister_kbs::store::{Durability, Namespace};
+use cloister_kbs::{Broker, Config, FsStore, ResourceStore};
+use cloister_kbs_client::{Attester, ClientOptions, EmulatedSnpAttester, KbsClient, TeeKeyKind};
+use cloister_kbs_protocol::{HashAlgorithm, TeeKeyPair, jwe, runtime_data_digest};
+use cloister_policy::{Policy, builtin};
+use cloister_verifier::appraisal::{AppraisalInput, AttestationPolicy, appraise};
+use cloister_verifier::ear::{Ear, EarSigner, TrustedKeys, verify_jws};
+use cloister_verifier::snp::{SnpCertificates, SnpVerifier, TrustAnchors, VerifyOptions};
+use criterion::{Criterion, black_box};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+
+const MEASUREMENT: [u8; 48] = [0x5a; 48];
+const RESOURCE: &str = "app/key/1";
+const SECRET: &[u8] = b"emulated secret\x00\xff";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Short runs for CI (`CLOISTER_BENCH_QUICK=1`, or Criterion's `--test` mode).
+fn quick() -> bool {
+    std::env::var("CLOISTER_BENCH_QUICK").is_ok_and(|v| v == "1" || v == "true")
+        || std::env::args().any(|a| a == "--test")
+}
+
+fn runtime(name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(name).enable_all().build().unwrap()
+}
+
+/// The in-process broker.
+struct Server {
+    url: String,
+    broker: Arc<Broker>,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(rt: &Runtime, platform: &EmulatedSnp) -> Server {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ark = dir.path().join("emulated-ark.der");
+        std::fs::write(&ark, platform.ark_der()).unwrap();
+        // max_sessions is raised so that the load phase measures the flow, not the session cap.
+        let toml = format!(
+            "[http_server]\nsockets = [\"127.0.0.1:0\"]\ninsecure_http = true\nauth_rate_limit = 0\n\
+             max_sessions = 100000000\n\
+             [[attestation_service.verifier.snp_emulated_roots]]\ncert = \"{}\"\nsha256 = \"{}\"\nproduct = \"Milan\"\n",
+            ark.display(),
+            platform.ark_sha256_hex()
+        );
+        let config = Config::from_toml(&toml).unwrap();
+        let prepared = prepare(&config, &dir.path().join("data")).unwrap();
+        let broker = prepared.state.broker.clone();
+        let listeners = bind(&config).unwrap();
+        let url = format!("http://{}", listeners[0].local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(async move {
+            serve(prepared, listeners, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        // Policies, reference value and the secret, through the broker's admin operations.
+        let att =
+            json!({"type": "rego", "policy_id": "default", "policy": B64URL.encode(builtin::ATTESTATION_EMULATED_CPU)});
+        broker.set_attestation_policy(att.to_string().as_bytes()).unwrap();
+        let res = json!({"policy": B64URL.encode(builtin::RESOURCE_EMULATED)});
+        broker.set_resource_policy(res.to_string().as_bytes()).unwrap();
+        let refs = json!({"snp_launch_measurement": [hex::encode(MEASUREMENT)]});
+        broker.register_reference_values(refs.to_string().as_bytes(), now()).unwrap();
+        broker.set_resource(&ResourcePath::parse(RESOURCE).unwrap(), SECRET).unwrap();
+        Server { url, broker, dir, stop: Some(tx), task: Some(task) }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("emulated-ark.der")
+    }
+
+    fn stop(mut self, rt: &Runtime) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = rt.block_on(t);
+        }
+    }
+}
+
+fn client(url: &str, attester: &Arc<dyn Attester>) -> KbsClient {
+    KbsClient::new(url, attester.clone(), ClientOptions { key: TeeKeyKind::P256, ..ClientOptions::default() }).unwrap()
+}
+
+async fn full_flow(url: &str, attester: &Arc<dyn Attester>) {
+    let c = client(url, attester);
+    let s = c.get_resource(RESOURCE).await.unwrap();
+    assert_eq!(&s[..], SECRET);
+}
+
+/// Everything the floor benchmarks and the breakdown need, prepared once.
+struct Floor {
+    platform: Arc<EmulatedSnp>,
+    verifier: SnpVerifier,
+    certs: SnpCertificates,
+    report: Vec<u8>,
+    request: SnpReportRequest,
+}
+
+impl Floor {
+    fn new(platform: Arc<EmulatedSnp>) -> Floor {
+        let anchors =
+            TrustAnchors::empty().with_root(Product::Milan, platform.ark_der(), &platform.ark_sha256_hex()).unwrap();
+        let verifier = SnpVerifier::new(anchors);
+        let certs = SnpCertificates::from_cert_table(&platform.cert_table()).unwrap();
+        let request = SnpReportRequest::new([7; 64]).with_measurement(MEASUREMENT);
+        let report = platform.report(&request).unwrap();
+        let f = Floor { platform, verifier, certs, report, request };
+        // Warm-up: the chain is verified once and cached.
+        f.verify();
+        assert_eq!(f.verifier.cache_len(), 1);
+        f
+    }
+
+    fn verify(&self) {
+        black_box(self.verifier.verify(&self.report, &self.certs, &VerifyOptions::at(now())).unwrap());
+    }
+
+    fn sign(&self) -> Vec<u8> {
+        self.platform.report(&self.request).unwrap()
+    }
+}
+
+fn criterion_benches(c: &mut Criterion, crt: &Runtime, url: &str, attester: &Arc<dyn Attester>, floor: &Floor) {
+    let mut g = c.benchmark_group("flow");
+    g.bench_function("full_flow_emulated_snp_p256", |b| b.iter(|| crt.block_on(full_flow(url, attester))));
+    let cached = client(url, attester);
+    crt.block_on(cached.attest()).unwrap();
+    g.bench_function("resource_cached_bearer", |b| {
+        b.iter(|| black_box(crt.block_on(cached.get_resource(RESOURCE)).unwrap()))
+    });
+    g.bench_function("floor_server_snp_verify_cached_chain", |b| b.iter(|| floor.verify()));
+    g.bench_function("floor_client_emulated_report_sign", |b| b.iter(|| black_box(floor.sign())));
+    g.finish();
+}
+
+/// Median of `n` timed runs of `f` (after two untimed ones).
+fn median_of(n: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    f();
+    let mut v: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Like [`median_of`], with an untimed `setup` whose output the timed part consumes.
+fn median_with<S>(n: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)) -> Duration {
+    let mut v: Vec<Duration> = (0..n + 2)
+        .map(|_| {
+            let s = setup();
+            let t = Instant::now();
+            f(s);
+            t.elapsed()
+        })
+        .collect();
+    v.drain(..2);
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:>9.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// An attest body for a fresh session of `broker` (untimed preparation).
+fn attest_body(nonce: &str, key: &TeeKeyPair, attester: &Arc<dyn Attester>) -> String {
+    let d = runtime_data_digest(nonce, key.public(), "", HashAlgorithm::Sha384);
+    let evidence = attester.evidence(&d).unwrap();
+    json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
+           "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}})
+    .to_string()
+}
+
+const AUTH_BODY: &str = r#"{"version":"0.4.0","tee":"snp","extra-params":{"supported-hash-algorithms":["sha384"]}}"#;
+
+/// Sequential timings of the pieces of one flow; returns nothing, prints a table.
+fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &Floor) {
+    let n = if quick() { 30 } else { 300 };
+    let url = srv.url.as_str();
+    let broker = &srv.broker;
+    let path = ResourcePath::parse(RESOURCE).unwrap();
+    let q = BTreeMap::new();
+    println!("\n== Sequential breakdown (median of {n}; one client, idle server) ==");
+
+    // The floor and the flows, measured the same way so that their ratios are comparable.
+    let verify = median_of(n * 4, || floor.verify());
+    let sign = median_of(n * 4, || {
+        black_box(floor.sign());
+    });
+    let flow = median_of(n, || crt.block_on(full_flow(url, attester)));
+    let cached = client(url, attester);
+    crt.block_on(cached.attest()).unwrap();
+    let fetch = median_of(n * 2, || {
+        black_box(crt.block_on(cached.get_resource(RESOURCE)).unwrap());
+    });
+    let floor_sum = verify + sign;
+    println!("  floor: server SNP verify (chain cached)   {}", us(verify));
+    println!("  floor: client emulated report signing     {}", us(sign));
+    println!("  floor: sum                                {}", us(floor_sum));
+    println!(
+        "  full flow (fresh KbsClient, P-256)        {}   = {:.1}x the floor sum, {:.1}x the server verify",
+        us(flow),
+        flow.as_secs_f64() / floor_sum.as_secs_f64(),
+        flow.as_secs_f64() / verify.as_secs_f64()
+    );
+    println!(
+        "  resource fetch, cached Bearer             {}   = {:.1}x the server verify",
+        us(fetch),
+        fetch.as_secs_f64() / verify.as_secs_f64()
+    );
+
+    // HTTP, step by step, over one keep-alive connection.
+    println!("  -- over HTTP (keep-alive reqwest client) --");
+    let http = reqwest::Client::new();
+    let healthz = median_of(n * 2, || {
+        crt.block_on(async { http.get(format!("{url}/healthz")).send().await.unwrap().bytes().await.unwrap() });
+    });
+    println!("  GET /healthz (HTTP round-trip floor)      {}", us(healthz));
+    let auth_http = median_of(n, || {
+        crt.block_on(async {
+            let r = http.post(format!("{url}/kbs/v0/auth")).body(AUTH_BODY).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        });
+    });
+    println!("  POST /auth                                {}", us(auth_http));
+    let mut token = String::new();
+    let attest_http = median_with(
+        n,
+        || {
+            crt.block_on(async {
+                let r = http.post(format!("{url}/kbs/v0/auth")).body(AUTH_BODY).send().await.unwrap();
+                let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+                let nonce = r.json::<Value>().await.unwrap()["nonce"].as_str().unwrap().to_owned();
+                let key = TeeKeyPair::generate_p256();
+                let body = attest_body(&nonce, &key, attester);
+                (cookie, body)
+            })
+        },
+        |(cookie, body)| {
+            token = crt.block_on(async {
+                let r = http.post(format!("{url}/kbs/v0/attest")).header("cookie", cookie).body(body).send().await;
+                let r = r.unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+            });
+        },
+    );
+    println!("  POST /attest (evidence ready)             {}", us(attest_http));
+    let key_gen = median_of(n * 4, || {
+        black_box(TeeKeyPair::generate_p256());
+    });
+    let client_new = median_of(n, || {
+        black_box(client(url, attester));
+    });
+    println!(
+        "  client: KbsClient::new (reqwest + P-256)  {}   (TeeKeyPair::generate_p256 alone {})",
+        us(client_new),
+        us(key_gen)
+    );
+    let evidence = median_of(n * 2, || {
+        black_box(attester.evidence(&[9; 48]).unwrap());
+    });
+    println!("  client: attester.evidence (sign + JSON)   {}", us(evidence));
+
+    // The broker without HTTP.
+    println!("  -- broker without HTTP (same FsStore) --");
+    let b_auth = median_of(n, || {
+        black_box(broker.auth(AUTH_BODY.as_bytes(), now()).unwrap());
+    });
+    println!("  Broker::auth                              {}", us(b_auth));
+    let mut tee_key = None;
+    let b_attest = median_with(
+        n,
+        || {
+            let (id, ch, _) = broker.auth(AUTH_BODY.as_bytes(), now()).unwrap();
+            let key = TeeKeyPair::generate_p256();
+            let body = attest_body(&ch.nonce, &key, attester);
+            (id, body, key)
+        },
+        |(id, body, key)| {
+            token = broker.attest(&id, body.as_bytes(), now()).unwrap();
+            tee_key = Some(key);
+        },
+    );
+    println!("  Broker::attest                            {}", us(b_attest));
+    let cred = Credential::Bearer(token.clone());
+    let b_get = median_of(n * 2, || {
+        black_box(broker.get_resource(&cred, &path, &q, now()).unwrap());
+    });
+    println!("  Broker::get_resource (Bearer)             {}", us(b_get));
+
+    // Components of Broker::attest and Broker::get_resource.
+    println!("  -- components --");
+    let cfg = Config::from_toml(&format!(
+        "[[attestation_service.verifier.snp_emulated_roots]]\ncert = \"{}\"\nsha256 = \"{}\"\nproduct = \"Milan\"\n",
+        srv.config_path().display(),
+        floor.platform.ark_sha256_hex()
+    ))
+    .unwrap();
+    let verifiers = Verifiers::from_config(&cfg.attestation_service.verifier).unwrap();
+    let ev = attester.evidence(&[3; 48]).unwrap();
+    let ev_text = ev.to_string();
+    let parse = median_of(n * 2, || {
+        black_box(serde_json::from_str::<Value>(&ev_text).unwrap());
+    });
+    println!("  parse evidence JSON ({:>5} bytes)         {}", ev_text.len(), us(parse));
+    let full_verify = median_of(n * 2, || {
+        black_box(verifiers.verify(cloister_kbs_protocol::Tee::Snp, &ev, now()).unwrap());
+    });
+    println!("  Verifiers::verify (base64, cert table, SNP){}", us(full_verify));
+    let verified = verifiers.verify(cloister_kbs_protocol::Tee::Snp, &ev, now()).unwrap();
+    let refs_t = median_of(n * 2, || {
+        black_box(cloister_kbs::rvps::all(broker.store().as_ref(), now()).unwrap());
+    });
+    println!("  rvps::all (list + read reference values)  {}", us(refs_t));
+    let refs = cloister_kbs::rvps::all(broker.store().as_ref(), now()).unwrap();
+    let apolicy = AttestationPolicy::new("default", builtin::ATTESTATION_EMULATED_CPU).unwrap();
+    let key = tee_key.unwrap();
+    let input = AppraisalInput {
+        tee: verified.tee_key.to_owned(),
+        claims: verified.claims.clone(),
+        report_data: Some(STANDARD.encode([3u8; 48])),
+        init_data: None,
+        init_data_claims: None,
+        runtime_data_claims: Some(json!({"nonce": "n", "tee-pubkey": key.public()})),
+    };
+    let appraisal = median_of(n, || {
+        black_box(appraise(&apolicy, &input, &refs).unwrap());
+    });
+    println!("  appraise (attestation Rego)               {}", us(appraisal));
+    let submod = appraise(&apolicy, &input, &refs).unwrap();
+    let (signer, _) = EarSigner::generate().unwrap();
+    let ear = Ear::new(now(), 300, submod);
+    let ear_sign = median_of(n * 2, || {
+        black_box(signer.sign(&ear).unwrap());
+    });
+    println!("  EAR sign (ES256 + JSON)                   {}", us(ear_sign));
+    let fs = FsStore::open(srv.dir.path().join("bench-store")).unwrap();
+    let mut i = 0u64;
+    let put = median_of(n * 2, || {
+        i += 1;
+        fs.put(Namespace::Session, &format!("{i:032x}"), &[b'x'; 300], Durability::Relaxed).unwrap();
+    });
+    let get = median_of(n * 2, || {
+        black_box(fs.get(Namespace::Session, &format!("{:032x}", i / 2 + 1)).unwrap());
+    });
+    println!("  FsStore put (Relaxed, session-sized)      {}", us(put));
+    println!("  FsStore get                               {}", us(get));
+    let trusted = TrustedKeys { jwks: vec![broker.token_jwk().clone()], insecure_header_jwk: false };
+    let jws = median_of(n * 2, || {
+        black_box(verify_jws(&token, &trusted, now()).unwrap());
+    });
+    println!("  verify_jws (token, ES256)                 {}", us(jws));
+    let claims = verify_jws(&token, &trusted, now()).unwrap();
+    let rpolicy = Policy::new("resource", builtin::RESOURCE_EMULATED).unwrap();
+    let data = json!({"plugin": "resource", "resource-path": path.0, "query": {}});
+    assert!(rpolicy.allows(&claims, &data).unwrap());
+    let allows = median_of(n, || {
+        black_box(rpolicy.allows(&claims, &data).unwrap());
+    });
+    println!("  resource Rego (Policy::allows)            {}", us(allows));
+    let enc = median_of(n * 2, || {
+        black_box(jwe::encrypt(key.public(), SECRET).unwrap());
+    });
+    println!("  JWE encrypt (ECDH-ES+A256KW)              {}", us(enc));
+    let msg = jwe::encrypt(key.public(), SECRET).unwrap();
+    let dec = median_of(n * 2, || {
+        black_box(key.decrypt(&msg).unwrap());
+    });
+    println!("  JWE decrypt (client)                      {}", us(dec));
+}
+
+/// CPU seconds used so far by the server runtime's threads, the client runtime's threads and the
+/// whole process (Linux `/proc`; zeros elsewhere). Threads are told apart by their names.
+fn cpu_split() -> [f64; 3] {
+    const TICK: f64 = 0.01; // USER_HZ is 100 on Linux
+    let ticks = |stat: &str| -> Option<(String, f64)> {
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // After "pid (comm)": state is field 0 here; utime and stime are fields 11 and 12.
+        let t = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((name, t * TICK))
+    };
+    let mut out = [0.0; 3];
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            if let Some((name, t)) = std::fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(ticks) {
+                if name.starts_with("kbs-server") {
+                    out[0] += t;
+                } else if name.starts_with("kbs-client") {
+                    out[1] += t;
+                }
+            }
+        }
+    }
+    if let Some((_, t)) = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(ticks) {
+        out[2] = t;
+    }
+    out
+}
+
+/// Result of one load point.
+struct Load {
+    ops: usize,
+    errors: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+    /// CPU seconds during the point: server threads, client threads, whole process.
+    cpu: [f64; 3],
+}
+
+impl Load {
+    fn pct(&self, p: f64) -> Duration {
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.lat.len() as f64 * p).ceil() as usize).clamp(1, self.lat.len()) - 1;
+        self.lat[i]
+    }
+
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `concurrency` tasks looping `op` for `dur`.
+fn run_load<F, Fut>(crt: &Runtime, concurrency: usize, dur: Duration, op: F) -> Load
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let cpu0 = cpu_split();
+    let mut load = crt.block_on(async move {
+        let start = Instant::now();
+        let deadline = start + dur;
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|i| {
+                let op = op.clone();
+                tokio::spawn(async move {
+                    let (mut lat, mut errors) = (Vec::new(), 0usize);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        if op(i).await {
+                            lat.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        let (mut lat, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            lat.extend(l);
+            errors += e;
+        }
+        let elapsed = start.elapsed();
+        lat.sort();
+        Load { ops: lat.len(), errors, elapsed, lat, cpu: [0.0; 3] }
+    });
+    let cpu1 = cpu_split();
+    load.cpu = [cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2]];
+    load
+}
+
+fn print_load(what: &str, c: usize, l: &Load) {
+    println!(
+        "  {what:<22} C={c:<3} {:>8.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} ok, {} errors, {:.1} s)",
+        l.rate(),
+        l.pct(0.50).as_secs_f64() * 1e3,
+        l.pct(0.99).as_secs_f64() * 1e3,
+        l.lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        l.ops,
+        l.errors,
+        l.elapsed.as_secs_f64()
+    );
+    let per_op = |t: f64| t / l.ops.max(1) as f64 * 1e6;
+    println!(
+        "      CPU: {:.2} of the cores busy; per op {:.0} µs (server threads {:.0} µs, client threads {:.0} µs)",
+        l.cpu[2] / l.elapsed.as_secs_f64(),
+        per_op(l.cpu[2]),
+        per_op(l.cpu[0]),
+        per_op(l.cpu[1])
+    );
+}
+
+fn load_phase(crt: &Runtime, url: &str, attester: &Arc<dyn Attester>) {
+    let dur = if quick() { Duration::from_secs(1) } else { Duration::from_secs(5) };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!(
+        "\n== Load ({:.0} s per point; {cores} cores shared by client and server in one process: \
+         server runtime 2 workers, client runtime 2 workers) ==",
+        dur.as_secs_f64()
+    );
+    for c in [16usize, 64] {
+        let (u, a) = (url.to_owned(), attester.clone());
+        let l = run_load(crt, c, dur, move |_| {
+            let (u, a) = (u.clone(), a.clone());
+            async move {
+                let c = client(&u, &a);
+                matches!(c.get_resource(RESOURCE).await, Ok(s) if &s[..] == SECRET)
+            }
+        });
+        print_load("full flow (new client)", c, &l);
+        let ok = l.rate() >= 1000.0 && l.pct(0.99) <= Duration::from_millis(20) && l.errors == 0;
+        println!("      goal >= 1000 flows/s and p99 <= 20 ms: {}", if ok { "MET" } else { "NOT MET" });
+    }
+    for c in [16usize, 64] {
+        let clients: Vec<Arc<KbsClient>> = (0..c)
+            .map(|_| {
+                let k = client(url, attester);
+                crt.block_on(k.attest()).unwrap();
+                Arc::new(k)
+            })
+            .collect();
+        let clients = Arc::new(clients);
+        let l = run_load(crt, c, dur, move |i| {
+            let k = clients[i].clone();
+            async move { matches!(k.get_resource(RESOURCE).await, Ok(s) if &s[..] == SECRET) }
+        });
+        print_load("fetch (cached Bearer)", c, &l);
+        println!(
+            "      goal >= 10000 fetches/s: {}",
+            if l.rate() >= 10_000.0 && l.errors == 0 { "MET" } else { "NOT MET" }
+        );
+    }
+}
+
+fn main() {
+    let t = Instant::now();
+    let platform = Arc::new(EmulatedSnp::generate(Product::Milan).unwrap());
+    println!("emulated SNP platform generated in {:.1} s (once)", t.elapsed().as_secs_f64());
+    let srt = runtime("kbs-server");
+    let crt = runtime("kbs-client");
+    let srv = Server::start(&srt, &platform);
+    let attester: Arc<dyn Attester> = Arc::new(EmulatedSnpAttester::new(platform.clone(), MEASUREMENT, [0; 32]));
+    // Sanity: one flow must succeed before anything is measured.
+    crt.block_on(full_flow(&srv.url, &attester));
+    let floor = Floor::new(platform.clone());
+
+    let mut c = Criterion::default();
+    if quick() {
+        c = c.sample_size(10).measurement_time(Duration::from_secs(1)).warm_up_time(Duration::from_millis(500));
+    }
+    let mut c = c.configure_from_args();
+    criterion_benches(&mut c, &crt, &srv.url, &attester, &floor);
+    c.final_summary();
+
+    if std::env::args().any(|a| a == "--list") {
+        srv.stop(&srt);
+        return;
+    }
+    breakdown(&crt, &srv, &attester, &floor);
+    load_phase(&crt, &srv.url, &attester);
+    srv.stop(&srt);
+}

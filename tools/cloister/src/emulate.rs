@@ -1,0 +1,122 @@
+//! `cloister emulate`: the emulated TEE platform (software-rooted evidence in hardware formats).
+//! EMULATED EVIDENCE PROVES NOTHING ABOUT HARDWARE; only a verifier configured with the emulated
+//! root accepts it, and it is labelled `emulated_snp` there.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand, ValueEnum};
+use cloister_emulate::snp::{EmulatedSnp, SnpReportRequest};
+use cloister_evidence::snp::Product;
+use serde_json::json;
+
+/// `cloister emulate …`
+#[derive(Debug, Subcommand)]
+pub enum EmulateCmd {
+    /// Generate an emulated AMD chain (ARK, ASK, VCEK) into a directory.
+    Init(InitArgs),
+    /// Print SNP evidence JSON (`{"report","cert_table"}`) for the given report data.
+    Report(ReportArgs),
+    /// Print the KBS configuration snippet that trusts this emulated root.
+    KbsConfig(DirArg),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProductArg {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+/// `emulate init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the platform in (must not hold one already).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Processor product to emulate.
+    #[arg(long, value_enum, default_value = "milan")]
+    product: ProductArg,
+}
+
+/// A platform directory.
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// Platform directory made by `emulate init`.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// `emulate report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Platform directory made by `emulate init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// REPORT_DATA, up to 64 bytes of hex (zero-padded).
+    #[arg(long)]
+    report_data: String,
+    /// MEASUREMENT, 48 bytes of hex (e.g. from `cloister measure`).
+    #[arg(long)]
+    measurement: Option<String>,
+    /// HOST_DATA, 32 bytes of hex (the initdata digest, truncated).
+    #[arg(long)]
+    host_data: Option<String>,
+}
+
+fn hex_fixed<const N: usize>(what: &str, s: &str, pad: bool) -> Result<[u8; N]> {
+    let b = hex::decode(s.trim().trim_start_matches("0x")).with_context(|| format!("{what} is not hex"))?;
+    if b.len() > N || (!pad && b.len() != N) {
+        bail!("{what} must be {} {N} bytes, got {}", if pad { "at most" } else { "exactly" }, b.len());
+    }
+    let mut out = [0u8; N];
+    out[..b.len()].copy_from_slice(&b);
+    Ok(out)
+}
+
+pub fn run(cmd: EmulateCmd) -> Result<()> {
+    match cmd {
+        EmulateCmd::Init(a) => {
+            if a.dir.join("snp-emulator.json").exists() {
+                bail!("{} already holds an emulated platform", a.dir.display());
+            }
+            let product = match a.product {
+                ProductArg::Milan => Product::Milan,
+                ProductArg::Genoa => Product::Genoa,
+                ProductArg::Turin => Product::Turin,
+            };
+            eprintln!("WARNING: generating an EMULATED SEV-SNP platform; its evidence proves nothing about hardware");
+            let p = EmulatedSnp::generate(product)?;
+            std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+            p.save(&a.dir)?;
+            outln!("emulated {} platform in {}", product.name(), a.dir.display())?;
+            outln!("ark sha256 {}", p.ark_sha256_hex())?;
+        }
+        EmulateCmd::Report(a) => {
+            let p = EmulatedSnp::load(&a.dir)?;
+            let rd = hex_fixed::<64>("--report-data", &a.report_data, true)?;
+            let mut req = SnpReportRequest::new(rd);
+            if let Some(m) = &a.measurement {
+                req = req.with_measurement(hex_fixed::<48>("--measurement", m, false)?);
+            }
+            if let Some(h) = &a.host_data {
+                req = req.with_host_data(hex_fixed::<32>("--host-data", h, true)?);
+            }
+            let report = p.report(&req)?;
+            let v = json!({"report": STANDARD.encode(report), "cert_table": STANDARD.encode(p.cert_table())});
+            outln!("{v}")?;
+        }
+        EmulateCmd::KbsConfig(a) => {
+            let p = EmulatedSnp::load(&a.dir)?;
+            let ark = a.dir.join("ark.pem");
+            outln!("# Trust the EMULATED SEV-SNP root (development only).")?;
+            outln!("[[attestation_service.verifier.snp_emulated_roots]]")?;
+            outln!("cert = {:?}", ark.display().to_string())?;
+            outln!("sha256 = \"{}\"", p.ark_sha256_hex())?;
+            outln!("product = \"{}\"", p.product().name())?;
+        }
+    }
+    Ok(())
+}

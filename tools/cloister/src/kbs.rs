@@ -1,0 +1,280 @@
+//! `cloister kbs …`: a client of the CoCo KBS protocol mirroring trustee's `kbs-client`
+//! (`attest`, `get-resource`, `config set-resource|set-resource-policy|set-attestation-policy|
+//! set-reference-value…`), plus `explain` for policy decisions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand, ValueEnum};
+use cloister_emulate::snp::EmulatedSnp;
+use cloister_kbs_client::{
+    AdminClient, Attester, ClientOptions, EmulatedSnpAttester, KbsClient, SampleAttester, TeeKeyKind, TrustMode,
+};
+use serde_json::{Value, json};
+
+/// Connection options shared by every `kbs` subcommand.
+#[derive(Debug, Args)]
+pub struct KbsArgs {
+    /// KBS base URL (http://… only for development).
+    #[arg(long, default_value = "https://127.0.0.1:8080")]
+    url: String,
+    /// Pin the KBS TLS certificate by the SHA-256 of its DER (what cloister-kbs prints at start).
+    #[arg(long)]
+    cert_sha256: Option<String>,
+    /// Trust this CA certificate (PEM) for the KBS.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: KbsCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum KbsCmd {
+    /// Attest and print the token.
+    Attest(AttestArgs),
+    /// Attest if needed and print a resource (raw bytes, or base64 with --base64).
+    GetResource(GetArgs),
+    /// Admin operations (need --admin-key).
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TeeArg {
+    /// CoCo's fake TEE (proves nothing; denied by default policies).
+    Sample,
+    /// The emulated SEV-SNP platform of `cloister emulate init` (proves nothing about hardware).
+    EmulatedSnp,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyArg {
+    P256,
+    P521,
+    Rsa,
+}
+
+#[derive(Debug, Args)]
+struct AttestArgs {
+    /// Evidence source.
+    #[arg(long, value_enum, default_value = "sample")]
+    tee: TeeArg,
+    /// Emulated platform directory (`cloister emulate init`), for --tee emulated-snp.
+    #[arg(long)]
+    emulated_dir: Option<PathBuf>,
+    /// Launch measurement the emulated platform reports (hex, 48 bytes).
+    #[arg(long)]
+    measurement: Option<String>,
+    /// Initdata TOML to send; its digest becomes the emulated HOST_DATA.
+    #[arg(long)]
+    initdata: Option<PathBuf>,
+    /// Emulated platform only: the initdata the VM was launched with (HOST_DATA), when it
+    /// differs from the one sent (to exercise the broker's binding check).
+    #[arg(long)]
+    launch_initdata: Option<PathBuf>,
+    /// TEE key type.
+    #[arg(long, value_enum, default_value = "p256")]
+    key: KeyArg,
+}
+
+#[derive(Debug, Args)]
+struct GetArgs {
+    #[command(flatten)]
+    attest: AttestArgs,
+    /// `repo/type/tag` or `kbs:///repo/type/tag`.
+    #[arg(long)]
+    path: String,
+    /// Print base64 instead of raw bytes.
+    #[arg(long)]
+    base64: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Admin private key (PKCS#8 PEM, Ed25519 or P-256), as printed by cloister-kbs on first start.
+    #[arg(long)]
+    admin_key: PathBuf,
+    #[command(subcommand)]
+    cmd: ConfigCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Store a resource.
+    SetResource {
+        /// `repo/type/tag`.
+        #[arg(long)]
+        path: String,
+        /// File with the value.
+        #[arg(long)]
+        resource_file: PathBuf,
+    },
+    /// Delete a resource.
+    DeleteResource {
+        /// `repo/type/tag`.
+        #[arg(long)]
+        path: String,
+    },
+    /// Replace the resource policy.
+    SetResourcePolicy {
+        /// Rego file.
+        #[arg(long)]
+        policy_file: PathBuf,
+    },
+    /// Replace an attestation policy.
+    SetAttestationPolicy {
+        /// Rego file.
+        #[arg(long)]
+        policy_file: PathBuf,
+        /// Policy id (the KBS uses `default`).
+        #[arg(long, default_value = "default")]
+        id: String,
+    },
+    /// Register one reference value (RVPS `sample` message).
+    SetSampleReferenceValue {
+        /// Name (e.g. `snp_launch_measurement`).
+        name: String,
+        /// Value(s).
+        values: Vec<String>,
+    },
+    /// Register reference values from `cloister measure --output json` (or a `{name: [values]}` file).
+    SetReferenceValues {
+        /// JSON file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Read a reference value.
+    GetReferenceValue {
+        /// Name.
+        name: String,
+    },
+    /// Explain the resource-policy decision for a token and path.
+    Explain {
+        /// File holding the token.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// `repo/type/tag`.
+        #[arg(long)]
+        path: String,
+    },
+}
+
+fn read(p: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn trust(a: &KbsArgs) -> Result<TrustMode> {
+    Ok(match (&a.cert_sha256, &a.ca) {
+        (Some(fp), _) => {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(fp.trim(), &mut b).context("--cert-sha256 must be 64 hex digits")?;
+            TrustMode::Pinned(b)
+        }
+        (None, Some(ca)) => {
+            let pem = read(ca)?;
+            let der = cloister_kbs_protocol::admin::pem_or_der(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+            TrustMode::Ca(vec![der.to_vec()])
+        }
+        (None, None) if a.url.starts_with("http://") => TrustMode::PlainHttpOnly,
+        (None, None) => bail!("https needs --cert-sha256 or --ca"),
+    })
+}
+
+fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
+    let init = a
+        .initdata
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let attester: Arc<dyn Attester> = match a.tee {
+        TeeArg::Sample => Arc::new(SampleAttester),
+        TeeArg::EmulatedSnp => {
+            let dir = a.emulated_dir.as_ref().context("--tee emulated-snp needs --emulated-dir")?;
+            let platform = EmulatedSnp::load(dir)?;
+            let mut m = [0u8; 48];
+            if let Some(h) = &a.measurement {
+                hex::decode_to_slice(h.trim(), &mut m).context("--measurement must be 96 hex digits")?;
+            }
+            let mut host_data = [0u8; 32];
+            let launch = match &a.launch_initdata {
+                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                None => init.clone(),
+            };
+            if let Some(text) = &launch {
+                let d = cloister_kbs_protocol::initdata::InitData::parse(text)?;
+                host_data = d.snp_host_data();
+            }
+            eprintln!("WARNING: emulated SEV-SNP evidence proves nothing about hardware");
+            Arc::new(EmulatedSnpAttester::new(Arc::new(platform), m, host_data))
+        }
+    };
+    let key = match a.key {
+        KeyArg::P256 => TeeKeyKind::P256,
+        KeyArg::P521 => TeeKeyKind::P521,
+        KeyArg::Rsa => TeeKeyKind::Rsa2048,
+    };
+    Ok(KbsClient::new(url, attester, ClientOptions { key, trust, init_data: init, ..ClientOptions::default() })?)
+}
+
+pub fn run(a: KbsArgs) -> Result<()> {
+    let trust = trust(&a)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match &a.cmd {
+            KbsCmd::Attest(x) => {
+                let token = client(&a.url, trust, x)?.attest().await?;
+                outln!("{token}")?;
+            }
+            KbsCmd::GetResource(g) => {
+                let secret = client(&a.url, trust, &g.attest)?.get_resource(&g.path).await?;
+                if g.base64 {
+                    outln!("{}", STANDARD.encode(&secret[..]))?;
+                } else {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&secret)?;
+                    out.flush()?;
+                }
+            }
+            KbsCmd::Config(c) => {
+                let admin = AdminClient::new(&a.url, &read(&c.admin_key)?, &trust)?;
+                let v: Value = match &c.cmd {
+                    ConfigCmd::SetResource { path, resource_file } => {
+                        admin.set_resource(path, &read(resource_file)?).await?;
+                        Value::Null
+                    }
+                    ConfigCmd::DeleteResource { path } => {
+                        admin.delete_resource(path).await?;
+                        Value::Null
+                    }
+                    ConfigCmd::SetResourcePolicy { policy_file } => {
+                        admin.set_resource_policy(&String::from_utf8(read(policy_file)?)?).await?;
+                        Value::Null
+                    }
+                    ConfigCmd::SetAttestationPolicy { policy_file, id } => {
+                        admin.set_attestation_policy(id, &String::from_utf8(read(policy_file)?)?).await?;
+                        Value::Null
+                    }
+                    ConfigCmd::SetSampleReferenceValue { name, values } => {
+                        admin.set_reference_values(&json!({ name: values })).await?
+                    }
+                    ConfigCmd::SetReferenceValues { file } => {
+                        let v: Value =
+                            serde_json::from_slice(&read(file)?).context("reference values file is not JSON")?;
+                        admin.set_reference_values_from_measurement(&v).await?
+                    }
+                    ConfigCmd::GetReferenceValue { name } => admin.reference_value(name).await?,
+                    ConfigCmd::Explain { token_file, path } => {
+                        admin.explain(String::from_utf8(read(token_file)?)?.trim(), path).await?
+                    }
+                };
+                if !v.is_null() {
+                    outln!("{}", serde_json::to_string_pretty(&v)?)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
