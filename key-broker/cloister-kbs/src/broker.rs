@@ -558,6 +558,108 @@ fn decode_policy(b64: &str) -> Result<String, KbsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::VerifierConfig;
+    use crate::store::MemoryStore;
+    use cloister_kbs_protocol::TeeKeyPair;
+    use std::io::Write;
+
+    fn broker() -> Broker {
+        let (signer, _) = EarSigner::generate().unwrap();
+        let settings = BrokerSettings {
+            session_lifetime: 300,
+            token_lifetime: 300,
+            trusted_jwks: vec![],
+            insecure_header_jwk: false,
+        };
+        let b = Broker::new(
+            Arc::new(MemoryStore::default()),
+            Verifiers::from_config(&VerifierConfig::default()).unwrap(),
+            signer,
+            settings,
+        );
+        b.store
+            .put(
+                Namespace::Kbs,
+                RESOURCE_POLICY_KEY,
+                cloister_policy::builtin::RESOURCE_ALLOW_ALL.as_bytes(),
+                Durability::Durable,
+            )
+            .unwrap();
+        b
+    }
+
+    fn attestation(nonce: &str, key: &TeeKeyPair) -> Vec<u8> {
+        let d = runtime_data_digest(nonce, key.public(), "", HashAlgorithm::Sha384);
+        json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
+               "tee-evidence": {"primary_evidence": {"svn": "1", "report_data": STANDARD.encode(d)}, "additional_evidence": ""}})
+        .to_string()
+        .into_bytes()
+    }
+
+    const AUTH: &[u8] = br#"{"version":"0.4.0","tee":"sample","extra-params":""}"#;
+
+    #[test]
+    fn sessions_and_tokens_expire() {
+        let b = broker();
+        let key = TeeKeyPair::generate_p256();
+        let (id, ch, exp) = b.auth(AUTH, 1_000).unwrap();
+        assert_eq!(exp, 1_300);
+        assert!(matches!(b.attest(&id, &attestation(&ch.nonce, &key), 1_300), Err(KbsError::SessionExpired(0))));
+        let (id, ch, _) = b.auth(AUTH, 2_000).unwrap();
+        let token = b.attest(&id, &attestation(&ch.nonce, &key), 2_000).unwrap();
+        // Attesting again returns the same token (trustee behaviour).
+        assert_eq!(b.attest(&id, &attestation(&ch.nonce, &key), 2_001).unwrap(), token);
+        b.set_resource(&ResourcePath::parse("a/b/c").unwrap(), b"s").unwrap();
+        let path = ResourcePath::parse("a/b/c").unwrap();
+        let q = BTreeMap::new();
+        assert!(b.get_resource(&Credential::Bearer(token.clone()), &path, &q, 2_299).is_ok());
+        assert!(matches!(
+            b.get_resource(&Credential::Bearer(token), &path, &q, 2_300),
+            Err(KbsError::TokenVerifier(_))
+        ));
+        // An expired cookie falls back to the Bearer token; an expired cookie alone fails.
+        assert!(matches!(
+            b.get_resource(&Credential::Session(id.clone()), &path, &q, 2_300),
+            Err(KbsError::SessionExpired(_))
+        ));
+        // Swept.
+        assert_eq!(b.sweep_sessions(3_000).unwrap(), 2);
+        assert!(matches!(b.attest(&id, &[], 3_000), Err(KbsError::SessionNotFound(_))));
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn resources_never_reach_the_logs() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub =
+            tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || w.clone()).finish();
+        tracing::subscriber::with_default(sub, || {
+            let b = broker();
+            let key = TeeKeyPair::generate_p256();
+            let secret = b"SECRET-7f3a9c-DO-NOT-LOG";
+            let path = ResourcePath::parse("app/key/1").unwrap();
+            b.set_resource(&path, secret).unwrap();
+            let (id, ch, _) = b.auth(AUTH, 1_000).unwrap();
+            b.attest(&id, &attestation(&ch.nonce, &key), 1_000).unwrap();
+            let jwe = b.get_resource(&Credential::Session(id), &path, &BTreeMap::new(), 1_001).unwrap();
+            assert_eq!(&key.decrypt(&jwe).unwrap()[..], secret);
+        });
+        let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        assert!(logs.contains("resource stored"), "logging was captured: {logs}");
+        assert!(!logs.contains("SECRET-7f3a9c"), "a resource leaked into the logs");
+    }
 
     #[test]
     fn resource_paths() {

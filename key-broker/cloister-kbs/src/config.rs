@@ -155,8 +155,14 @@ pub struct VerifierConfig {
     /// Additional SNP roots (the emulated TEE's ARK). Evidence chaining to them is labelled
     /// `emulated_snp`, never `snp`.
     pub snp_emulated_roots: Vec<EmulatedRoot>,
-    /// Directory with VCEKs and chains in the AMD KDS layout.
+    /// Directory with VCEKs and chains in the AMD KDS layout (fetched certificates are stored
+    /// there too).
     pub snp_cert_cache: Option<PathBuf>,
+    /// Fetch missing VCEKs and chains from AMD KDS (off by default: no outbound calls unless
+    /// asked). Fetched certificates are verified against the pinned roots like any other.
+    pub snp_kds_fetch: bool,
+    /// KDS base URL (default `https://kdsintf.amd.com`; e.g. a caching proxy).
+    pub snp_kds_url: Option<String>,
     /// Additional TDX roots (the emulated TEE's); evidence is labelled `emulated_tdx`.
     pub tdx_emulated_roots: Vec<EmulatedRoot>,
     /// TDX collateral JSON (`QuoteCollateralV3` shape) for real Intel roots.

@@ -15,7 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cloister_kbs_protocol::Tee;
 use cloister_verifier::snp::{
-    CertSource, KdsDirectory, Product, SnpCertificates, SnpVerifier, TrustAnchors, VerifyOptions,
+    CertSource, KDS_BASE_URL, KdsDirectory, KdsFetch, Product, SnpCertificates, SnpVerifier, TrustAnchors,
+    VerifyOptions,
 };
 use cloister_verifier::tdx::{TdxCollateral, TdxTrustAnchors, TdxVerifier, TdxVerifyOptions};
 use serde_json::{Value, json};
@@ -36,10 +37,65 @@ pub struct Verified {
     pub config_field: Vec<u8>,
 }
 
+/// Largest KDS response accepted.
+const MAX_KDS_BODY: usize = 64 * 1024;
+
+/// Fetches from AMD KDS (or a proxy) over HTTPS with the web PKI roots, 10 s timeouts.
+#[derive(Debug)]
+pub struct HttpKdsFetch {
+    base: String,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+}
+
+impl HttpKdsFetch {
+    /// A fetcher for `base` (`https://kdsintf.amd.com` or a proxy; `http://` only for tests).
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), client: std::sync::OnceLock::new() }
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client, String> {
+        self.client
+            .get_or_init(|| {
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                let tls = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                reqwest::blocking::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl KdsFetch for HttpKdsFetch {
+    fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let url = url.replacen(KDS_BASE_URL, &self.base, 1);
+        let resp = self.client()?.get(&url).send().map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        let body = resp.bytes().map_err(|e| format!("GET {url}: {e}"))?;
+        if body.len() > MAX_KDS_BODY {
+            return Err(format!("GET {url}: response larger than {MAX_KDS_BODY} bytes"));
+        }
+        Ok(body.to_vec())
+    }
+}
+
 /// The verifiers a broker uses.
 pub struct Verifiers {
     snp: SnpVerifier,
     snp_cache: Option<KdsDirectory>,
+    snp_fetch: Option<HttpKdsFetch>,
     tdx: Option<(TdxVerifier, Option<TdxCollateral>)>,
     tdx_emulated: Vec<(TdxVerifier, Option<TdxCollateral>)>,
     allow_debug: bool,
@@ -103,6 +159,7 @@ impl Verifiers {
         Ok(Self {
             snp: SnpVerifier::new(anchors),
             snp_cache: c.snp_cert_cache.clone().map(KdsDirectory::new),
+            snp_fetch: c.snp_kds_fetch.then(|| HttpKdsFetch::new(c.snp_kds_url.as_deref().unwrap_or(KDS_BASE_URL))),
             tdx: Some((TdxVerifier::new(TdxTrustAnchors::intel(), tdx_options()), tdx_collateral)),
             tdx_emulated,
             allow_debug: c.insecure_allow_debug,
@@ -136,15 +193,23 @@ impl Verifiers {
 
     fn verify_snp(&self, evidence: &Value, now: u64) -> Result<Verified, String> {
         let report = b64("report", evidence)?;
-        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug);
+        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
         let verified = if evidence.get("cert_table").is_some_and(|v| !v.is_null()) {
             let table = b64("cert_table", evidence)?;
             let certs = SnpCertificates::from_cert_table(&table).map_err(|e| format!("snp cert_table: {e}"))?;
             self.snp.verify(&report, &certs, &opts)
-        } else if let Some(dir) = &self.snp_cache {
-            self.snp.verify_with_source(&report, CertSource::Directory(dir), &opts)
         } else {
-            return Err("snp evidence has no cert_table and no certificate cache is configured".into());
+            let source = match (&self.snp_cache, &self.snp_fetch) {
+                (Some(dir), Some(f)) => CertSource::DirectoryOrFetch(dir, f),
+                (Some(dir), None) => CertSource::Directory(dir),
+                (None, Some(f)) => CertSource::Fetch(f),
+                (None, None) => {
+                    return Err("snp evidence has no cert_table, and neither a certificate cache nor KDS fetching \
+                                is configured"
+                        .into());
+                }
+            };
+            self.snp.verify_with_source(&report, source, &opts)
         }
         .map_err(|e| format!("snp {}: {e}", e.check()))?;
         let r = verified.report();

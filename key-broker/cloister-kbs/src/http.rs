@@ -167,12 +167,18 @@ async fn attest(
 ) -> Result<Response, KbsError> {
     let m = &st.broker.metrics;
     m.inc(&m.attestation_requests);
-    let result = (|| -> Result<(String, String), KbsError> {
+    let result = async {
         let b = body(b, st.body_limit)?;
         let id = session_cookie(&headers).ok_or(KbsError::TokenNotFound)?;
-        let token = st.broker.attest(&id, &b, now())?;
-        Ok((id, token))
-    })();
+        // Verification is CPU work (and may fetch certificates): keep it off the async workers.
+        let broker = st.broker.clone();
+        let sid = id.clone();
+        let token = tokio::task::spawn_blocking(move || broker.attest(&sid, &b, now()))
+            .await
+            .map_err(|e| KbsError::Internal(e.to_string()))??;
+        Ok::<_, KbsError>((id, token))
+    }
+    .await;
     let (id, token) = result.inspect_err(|_| m.inc(&m.attestation_failures))?;
     m.inc(&m.attestation_successes);
     let mut resp = axum::Json(json!({ "token": token })).into_response();

@@ -410,3 +410,61 @@ async fn emulated_tdx_through_the_same_checks() {
     assert_eq!(refused(&c.get_resource("app/key/tdx").await.unwrap_err()).0, 403);
     kbs.stop().await;
 }
+
+/// Emulated SNP evidence without a certificate table: the broker fetches the VCEK and chain from
+/// a KDS (here a local stand-in serving the emulated platform's certificates) and caches them.
+struct NoTable(EmulatedSnpAttester);
+impl Attester for NoTable {
+    fn tee(&self) -> Tee {
+        Tee::Snp
+    }
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let mut v = self.0.evidence(digest)?;
+        v.as_object_mut().unwrap().remove("cert_table");
+        Ok(v)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snp_certificates_fetched_from_kds_and_cached() {
+    let p = platform();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (vcek, chain) = (p.vcek_der().to_vec(), p.cert_chain_pem());
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (vcek, chain, h) = (vcek.clone(), chain.clone(), h.clone());
+        async move {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = uri.path().to_owned();
+            if path == "/vcek/v1/Milan/cert_chain" {
+                (axum::http::StatusCode::OK, chain.into_bytes())
+            } else if path.starts_with("/vcek/v1/Milan/") {
+                (axum::http::StatusCode::OK, vcek)
+            } else {
+                (axum::http::StatusCode::NOT_FOUND, Vec::new())
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let kds = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kds-cache");
+    let extra = format!(
+        "[attestation_service.verifier]\nsnp_kds_fetch = true\nsnp_kds_url = \"{kds}\"\nsnp_cert_cache = \"{}\"\n",
+        cache.display()
+    );
+    let kbs = Kbs::start(dir.path(), &extra, true).await;
+    kbs.set_resource_policy(builtin::RESOURCE_ALLOW_ALL).await;
+    kbs.set_resource("app/key/1", b"fetched").await;
+    for _ in 0..2 {
+        let att = NoTable(EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]));
+        let c = client(&kbs, Arc::new(att), TeeKeyKind::P256);
+        assert_eq!(&c.get_resource("app/key/1").await.unwrap()[..], b"fetched");
+    }
+    // VCEK + chain fetched once, then served from the cache directory.
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(cache.join("Milan/vcek/cert_chain.pem").is_file());
+    kbs.stop().await;
+}

@@ -38,8 +38,8 @@ pub use chain::{VekKind, VekTcb, VerifiedVek};
 pub use cloister_evidence::snp::{AttestationReport, Product, SnpReportError};
 pub use error::{CertRole, ChainLink, SnpVerifyError, TcbComponent};
 pub use source::{
-    CertSource, KDS_BASE_URL, KdsDirectory, SnpCertificates, build_cert_table, kds_chain_url, kds_crl_url, kds_hwid,
-    kds_vcek_url,
+    CertSource, KDS_BASE_URL, KdsDirectory, KdsFetch, SnpCertificates, build_cert_table, kds_chain_url, kds_crl_url,
+    kds_hwid, kds_vcek_url,
 };
 
 use chain::{BoundedCache, VerifiedCrl};
@@ -191,6 +191,20 @@ impl SnpVerifier {
             }
             CertSource::Kds => {
                 fetched = source::fetch_from_kds(&report, opts.expected_product, opts.allow_network)?;
+                &fetched
+            }
+            CertSource::Fetch(fetcher) => {
+                fetched = source::fetch_with(&report, opts.expected_product, opts.allow_network, fetcher, None)?;
+                &fetched
+            }
+            CertSource::DirectoryOrFetch(dir, fetcher) => {
+                fetched = match dir.certificates_for(&report, opts.expected_product) {
+                    Ok(c) => c,
+                    Err(SnpVerifyError::MissingVek(_)) => {
+                        source::fetch_with(&report, opts.expected_product, opts.allow_network, fetcher, Some(dir))?
+                    }
+                    Err(e) => return Err(e),
+                };
                 &fetched
             }
         };

@@ -1,7 +1,9 @@
 //! Where the report-signing certificate (VCEK/VLEK) and its chain come from: bytes or files the
 //! caller gives ([`SnpCertificates`]), the extended-report certificate table (`auxblob`), an
-//! on-disk cache in the AMD KDS layout ([`KdsDirectory`]), or AMD KDS itself ([`CertSource::Kds`],
-//! only with `allow_network`; the HTTP fetch itself is not built in, see [`kds_vcek_url`]).
+//! on-disk cache in the AMD KDS layout ([`KdsDirectory`]), or AMD KDS itself through a caller's
+//! [`KdsFetch`] ([`CertSource::Fetch`], [`CertSource::DirectoryOrFetch`], which also fills the cache;
+//! only with `allow_network`). The HTTP client is the caller's (the key broker's has timeouts and a
+//! body limit), so this crate holds no network code.
 //!
 //! **What it trusts:** nothing. Every certificate found here is untrusted input for the chain
 //! verification; a cache directory is only a place to find bytes, never a source of trust.
@@ -319,15 +321,68 @@ impl KdsDirectory {
     }
 }
 
+/// Fetches a KDS URL (the HTTP client lives with the caller, so this crate stays free of
+/// network code). Implementations must time out; the bytes returned are untrusted.
+pub trait KdsFetch: Send + Sync + std::fmt::Debug {
+    /// The body of `url` (a [`KDS_BASE_URL`] URL), or why it could not be fetched.
+    fn get(&self, url: &str) -> Result<Vec<u8>, String>;
+}
+
 /// Where [`super::SnpVerifier::verify_with_source`] gets the certificates.
 #[derive(Clone, Copy, Debug)]
 pub enum CertSource<'a> {
     /// Certificates the caller supplies.
     Provided(&'a SnpCertificates),
-    /// A KDS-layout cache directory; on a miss, AMD KDS if `allow_network` is set.
+    /// A KDS-layout cache directory; on a miss, AMD KDS if `allow_network` is set (which fails
+    /// without a fetcher: use [`CertSource::DirectoryOrFetch`]).
     Directory(&'a KdsDirectory),
-    /// AMD KDS directly (needs `allow_network`).
+    /// AMD KDS directly without a fetcher (always an error naming the URL).
     Kds,
+    /// AMD KDS through `fetcher` (needs `allow_network`).
+    Fetch(&'a dyn KdsFetch),
+    /// The cache directory; on a miss, KDS through `fetcher` (needs `allow_network`), storing
+    /// what was fetched in the directory for next time.
+    DirectoryOrFetch(&'a KdsDirectory, &'a dyn KdsFetch),
+}
+
+/// VCEK and chain from KDS through `fetcher` (refused without `allow_network`).
+pub(crate) fn fetch_with(
+    report: &AttestationReport,
+    product: Option<Product>,
+    allow_network: bool,
+    fetcher: &dyn KdsFetch,
+    cache: Option<&KdsDirectory>,
+) -> Result<SnpCertificates, SnpVerifyError> {
+    let Some(p) = report.cpuid_product().or(product) else {
+        return fetch_from_kds(report, product, false);
+    };
+    let vcek_url = kds_vcek_url(p, &report.chip_id, report.reported_tcb);
+    if !allow_network {
+        return Err(SnpVerifyError::NetworkDisabled(vcek_url));
+    }
+    if report.key_info.signing_key() == SigningKey::Vlek {
+        return Err(SnpVerifyError::MissingVek("VLEK certificates are not served by KDS".into()));
+    }
+    let fetch = |url: &str| fetcher.get(url).map_err(|e| SnpVerifyError::Io { path: url.to_owned(), error: e });
+    let vcek = fetch(&vcek_url)?;
+    let chain_url = kds_chain_url(p, false);
+    let chain = fetch(&chain_url)?;
+    let certs = SnpCertificates::from_vek(&vcek)?.with_chain(&chain)?;
+    if let Some(dir) = cache {
+        // Best effort: a cache that cannot be written only costs a later fetch.
+        let vpath = dir.vcek_path(p, &report.chip_id, report.reported_tcb);
+        let cpath = dir.chain_path(p, false);
+        for (path, bytes) in [(vpath, &vcek), (cpath, &chain)] {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                tracing::warn!(path = %path.display(), "cannot cache a certificate fetched from KDS");
+            }
+        }
+    }
+    Ok(certs)
 }
 
 /// The network step: refused without `allow_network`; otherwise reported as not built in, with
