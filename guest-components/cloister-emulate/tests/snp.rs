@@ -214,6 +214,11 @@ fn debug_policy_dates_and_crls_are_checked_as_for_real_evidence() {
     assert!(matches!(err, SnpVerifyError::Revoked { .. }), "{err:?}");
     let err = verifier.verify(&report, &certs, &VerifyOptions::at(now() + 31 * 86_400).with_crl(&crl)).unwrap_err();
     assert!(matches!(err, SnpVerifyError::CrlNotCurrent { .. }), "{err:?}");
+    // A CRL that arrives with the certificates (cert table, cache directory) is applied too.
+    let with_revoking = certs.clone().with_crl(&revoking);
+    let err = verifier.verify(&report, &with_revoking, &VerifyOptions::at(now())).unwrap_err();
+    assert!(matches!(err, SnpVerifyError::Revoked { .. }), "{err:?}");
+    verifier.verify(&report, &certs.clone().with_crl(&crl), &VerifyOptions::at(now())).unwrap();
 }
 
 #[test]

@@ -235,7 +235,8 @@ impl SnpVerifier {
         Ok(VerifiedSnpReport { report, vek })
     }
 
-    /// Verifies the VEK's chain (cached), its dates at `opts.now` and `opts.crls`; no report.
+    /// Verifies the VEK's chain (cached), its dates at `opts.now`, `opts.crls` and the CRLs
+    /// supplied with the certificates; no report.
     pub fn verify_vek(
         &self,
         certs: &SnpCertificates,
@@ -257,7 +258,10 @@ impl SnpVerifier {
             }
         };
         vek.check_dates(opts.now)?;
+        // CRLs the caller names and CRLs that came with the certificates (extended-report table,
+        // cache directory) alike; CRLs of other issuers are ignored, bad or stale ones reject.
         chain::check_crls(&vek, &opts.crls, opts.now, &self.crls)?;
+        chain::check_crls(&vek, certs.crls(), opts.now, &self.crls)?;
         Ok(vek)
     }
 }

@@ -177,6 +177,12 @@ impl SnpCertificates {
         Ok(certs)
     }
 
+    /// Adds an ARK-signed CRL (DER) to check the chain against.
+    pub fn with_crl(mut self, crl_der: &[u8]) -> Self {
+        self.crls.push(crl_der.to_vec());
+        self
+    }
+
     /// The VEK's DER, if any.
     pub fn vek_der(&self) -> Option<&[u8]> {
         self.vek.as_deref()
