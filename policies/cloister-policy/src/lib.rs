@@ -116,10 +116,9 @@ impl Policy {
     fn engine_with(&self, input: &Json, data: &Json) -> Result<regorus::Engine, PolicyError> {
         let mut engine = self.engine.clone();
         let bad = |what, e: anyhow_like::E| PolicyError::BadJson { id: self.id.clone(), what, message: e.0 };
-        let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| bad("input", e.into()))?;
-        engine.set_input(input);
-        let data = regorus::Value::from_json_str(&data.to_string()).map_err(|e| bad("data", e.into()))?;
-        engine.add_data(data).map_err(|e| bad("data", e.into()))?;
+        // Direct conversion (no JSON text round trip): this runs for every resource request.
+        engine.set_input(regorus::Value::from(input.clone()));
+        engine.add_data(regorus::Value::from(data.clone())).map_err(|e| bad("data", e.into()))?;
         Ok(engine)
     }
 
