@@ -13,7 +13,9 @@ pub mod admin;
 pub mod attester;
 mod client;
 mod tls;
+pub mod tsm;
 
 pub use admin::AdminClient;
 pub use attester::{Attester, AttesterError, EmulatedSnpAttester, EmulatedTdxAttester, SampleAttester};
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
+pub use tsm::TsmAttester;

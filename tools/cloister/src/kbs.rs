@@ -43,6 +43,8 @@ enum KbsCmd {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TeeArg {
+    /// This machine's TEE through configfs-tsm (SNP or TDX); never the emulated one.
+    Auto,
     /// CoCo's fake TEE (proves nothing; denied by default policies).
     Sample,
     /// The emulated SEV-SNP platform of `cloister emulate init` (proves nothing about hardware).
@@ -59,7 +61,7 @@ enum KeyArg {
 #[derive(Debug, Args)]
 struct AttestArgs {
     /// Evidence source.
-    #[arg(long, value_enum, default_value = "sample")]
+    #[arg(long, value_enum, default_value = "auto")]
     tee: TeeArg,
     /// Emulated platform directory (`cloister emulate init`), for --tee emulated-snp.
     #[arg(long)]
@@ -190,6 +192,7 @@ fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
         .transpose()?;
     let attester: Arc<dyn Attester> = match a.tee {
         TeeArg::Sample => Arc::new(SampleAttester),
+        TeeArg::Auto => Arc::new(cloister_kbs_client::TsmAttester::detect()?),
         TeeArg::EmulatedSnp => {
             let dir = a.emulated_dir.as_ref().context("--tee emulated-snp needs --emulated-dir")?;
             let platform = EmulatedSnp::load(dir)?;

@@ -99,6 +99,13 @@ pub enum EvidenceCmd {
         /// The report or quote.
         file: PathBuf,
     },
+    /// Get evidence from this machine's TEE (configfs-tsm) for the given report data and print
+    /// the evidence JSON the key broker accepts.
+    Get {
+        /// REPORT_DATA, up to 64 bytes of hex (zero-padded).
+        #[arg(long)]
+        report_data: String,
+    },
 }
 
 fn now_or(now: Option<u64>) -> u64 {
@@ -199,7 +206,20 @@ fn verify_tdx(a: TdxArgs) -> Result<()> {
 
 /// Runs `cloister evidence`.
 pub fn run_evidence(cmd: EvidenceCmd) -> Result<()> {
-    let EvidenceCmd::Show { file } = cmd;
+    let file = match cmd {
+        EvidenceCmd::Show { file } => file,
+        EvidenceCmd::Get { report_data } => {
+            use cloister_kbs_client::Attester;
+            let rd = hex::decode(report_data.trim().trim_start_matches("0x")).context("--report-data is not hex")?;
+            if rd.len() > 64 {
+                anyhow::bail!("--report-data is {} bytes, at most 64", rd.len());
+            }
+            let attester = cloister_kbs_client::TsmAttester::detect()?;
+            let ev = attester.evidence(&rd)?;
+            outln!("{}", serde_json::json!({"tee": attester.tee().as_str(), "evidence": ev}))?;
+            return Ok(());
+        }
+    };
     let bytes = read_file("evidence", &file)?;
     if bytes.len() == cloister_evidence::snp::REPORT_SIZE
         && let Ok(r) = cloister_evidence::snp::AttestationReport::from_bytes_lenient(&bytes)
