@@ -26,11 +26,13 @@
 //! quotes through an emulated quoting enclave, and signed collateral, which `TdxVerifier` accepts
 //! with `TdxTrustAnchors::empty().with_root(root_der)`.
 //!
-//! Modules: [`snp`] (AMD SEV-SNP), [`tdx`] (Intel TDX).
+//! Modules: [`snp`] (AMD SEV-SNP), [`tdx`] (Intel TDX), [`service`] (the endpoint a guest asks
+//! for reports: launch measurement and HOST_DATA fixed by the host, REPORT_DATA by the guest).
 
 #![forbid(unsafe_code)]
 
 mod der;
+pub mod service;
 pub mod snp;
 pub mod tdx;
 

@@ -289,3 +289,30 @@ fn invalid_requests_are_refused() {
     assert!(emu.report(&SnpReportRequest { vmpl: 4, ..SnpReportRequest::default() }).is_err());
     assert_eq!(SnpReportRequest::default().policy.0, 0x30000);
 }
+
+#[test]
+fn service_fixes_launch_state_and_refuses_bad_requests() {
+    use cloister_emulate::service::{LaunchState, MAX_LINE, answer, request, serve_connection};
+    let emu = emulated(Product::Milan);
+    let launch = LaunchState { measurement: [0x42; 48], host_data: [0x24; 32], policy: 0x30000 };
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || serve_connection(emu, &launch, b));
+    let v = request(&a, &[7; 64]).unwrap();
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["report"].as_str().unwrap()).unwrap();
+    let r = cloister_evidence::snp::AttestationReport::from_bytes(&bytes).unwrap();
+    assert_eq!(r.measurement.0, [0x42; 48]);
+    assert_eq!(r.host_data.0, [0x24; 32]);
+    assert_eq!(r.report_data.0, [7; 64]);
+    // A second request on the same connection.
+    assert!(request(&a, &[8; 64]).is_ok());
+    // Bad requests get an error reply, not a report.
+    for bad in ["not json", "{}", r#"{"report_data": "zz"}"#, &format!(r#"{{"report_data": "{}"}}"#, "00".repeat(65))] {
+        assert!(answer(emu, &launch, bad).get("error").is_some(), "{bad}");
+    }
+    // An oversized line closes the connection.
+    use std::io::Write;
+    (&a).write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+    drop(a);
+    assert!(server.join().unwrap().is_err());
+}

@@ -124,3 +124,37 @@ impl Attester for EmulatedTdxAttester {
         Ok(json!({"quote": STANDARD.encode(quote)}))
     }
 }
+
+/// The emulated SNP platform behind `cloister emulate serve` (a unix socket): the host fixes the
+/// measurement and HOST_DATA, this guest side only supplies REPORT_DATA. **Proves nothing about
+/// hardware.**
+#[derive(Debug, Clone)]
+pub struct EmulatedSocketAttester {
+    path: std::path::PathBuf,
+}
+
+impl EmulatedSocketAttester {
+    /// Reports from the endpoint at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        tracing::warn!("EMULATED SEV-SNP platform endpoint in use: its evidence proves nothing about hardware");
+        Self { path: path.into() }
+    }
+}
+
+impl Attester for EmulatedSocketAttester {
+    fn tee(&self) -> Tee {
+        Tee::Snp
+    }
+
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let err = |detail: String| AttesterError::Platform { tee: "emulated-snp", detail };
+        let stream = std::os::unix::net::UnixStream::connect(&self.path)
+            .map_err(|e| err(format!("connecting to {}: {e}", self.path.display())))?;
+        let timeout = Some(std::time::Duration::from_secs(30));
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout))
+            .map_err(|e| err(e.to_string()))?;
+        cloister_emulate::service::request(stream, &cloister_kbs_protocol::binding::fit::<64>(digest)).map_err(err)
+    }
+}

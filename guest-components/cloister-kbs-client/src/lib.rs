@@ -16,6 +16,8 @@ mod tls;
 pub mod tsm;
 
 pub use admin::AdminClient;
-pub use attester::{Attester, AttesterError, EmulatedSnpAttester, EmulatedTdxAttester, SampleAttester};
+pub use attester::{
+    Attester, AttesterError, EmulatedSnpAttester, EmulatedSocketAttester, EmulatedTdxAttester, SampleAttester,
+};
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
 pub use tsm::TsmAttester;

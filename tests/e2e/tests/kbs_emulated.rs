@@ -158,8 +158,55 @@ fn emulated_snp_secret_release_end_to_end() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("401") && err.contains("HOST_DATA"), "{err}");
 
-    // 5. The pin is enforced: a wrong fingerprint fails before anything is sent.
-    let o = run(Command::new(&cloister).args(["kbs", "--url", &kbs.url, "--cert-sha256", &"ab".repeat(32), "attest"]));
+    // 5. The same through the host-side endpoint (`cloister emulate serve`): the host fixes the
+    //    measurement (from `cloister measure`) and HOST_DATA (from the launch initdata); the guest
+    //    only asks with its report data.
+    let sock = d.join("psp.sock");
+    let mut serve = Command::new(&cloister)
+        .args(["emulate", "serve", "--dir"])
+        .arg(d.join("platform"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--measurement-json")
+        .arg(d.join("measure.json"))
+        .arg("--initdata")
+        .arg(&initdata)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut l = String::new();
+        std::io::BufReader::new(serve.stdout.take().unwrap()).read_line(&mut l).unwrap();
+        assert!(l.starts_with("serving"), "{l}");
+    }
+    let via_socket = |init: &Path| {
+        let mut c = kbs_cmd();
+        c.args(["get-resource", "--path", "app/db/password", "--tee", "emulated-snp", "--emulator-socket"])
+            .arg(&sock)
+            .arg("--initdata")
+            .arg(init);
+        run(&mut c)
+    };
+    assert_eq!(ok(&via_socket(&initdata), "get-resource via emulate serve"), "db-password-42");
+    let o = via_socket(&other);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HOST_DATA"), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = serve.kill();
+    let _ = serve.wait();
+
+    // 6. The pin is enforced: a wrong fingerprint fails before anything is sent.
+    let o = run(Command::new(&cloister).args([
+        "kbs",
+        "--url",
+        &kbs.url,
+        "--cert-sha256",
+        &"ab".repeat(32),
+        "attest",
+        "--tee",
+        "sample",
+    ]));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("pinned"), "{}", String::from_utf8_lossy(&o.stderr));
 }

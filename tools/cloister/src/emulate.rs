@@ -21,6 +21,32 @@ pub enum EmulateCmd {
     Report(ReportArgs),
     /// Print the KBS configuration snippet that trusts this emulated root.
     KbsConfig(DirArg),
+    /// Serve reports to a guest over a unix socket (the host end of the emulated PSP): the
+    /// launch measurement and HOST_DATA are fixed here, the guest chooses only REPORT_DATA.
+    Serve(ServeArgs),
+}
+
+/// `emulate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Platform directory made by `emulate init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Unix socket to listen on (QEMU: the chardev of a virtio-serial port).
+    #[arg(long)]
+    socket: PathBuf,
+    /// The launch measurement, hex (48 bytes).
+    #[arg(long, conflicts_with = "measurement_json")]
+    measurement: Option<String>,
+    /// The JSON `cloister measure --output json` printed for what the VM is launched with.
+    #[arg(long)]
+    measurement_json: Option<PathBuf>,
+    /// The initdata the VM is launched with (its digest becomes HOST_DATA).
+    #[arg(long)]
+    initdata: Option<PathBuf>,
+    /// Guest policy.
+    #[arg(long, default_value = "0x30000")]
+    policy: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -108,6 +134,7 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
             let v = json!({"report": STANDARD.encode(report), "cert_table": STANDARD.encode(p.cert_table())});
             outln!("{v}")?;
         }
+        EmulateCmd::Serve(a) => serve(a)?,
         EmulateCmd::KbsConfig(a) => {
             let p = EmulatedSnp::load(&a.dir)?;
             let ark = a.dir.join("ark.pem");
@@ -117,6 +144,55 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
             outln!("sha256 = \"{}\"", p.ark_sha256_hex())?;
             outln!("product = \"{}\"", p.product().name())?;
         }
+    }
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    use cloister_emulate::service::{LaunchState, serve_connection};
+    let platform = std::sync::Arc::new(EmulatedSnp::load(&a.dir)?);
+    let measurement = match (&a.measurement, &a.measurement_json) {
+        (Some(m), _) => hex_fixed::<48>("--measurement", m, false)?,
+        (None, Some(p)) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+                    .context("--measurement-json is not JSON")?;
+            if v.get("tee").and_then(serde_json::Value::as_str) != Some("snp") {
+                bail!("--measurement-json is not an SNP measurement (tee must be \"snp\")");
+            }
+            let m = v
+                .get("measurement")
+                .and_then(serde_json::Value::as_str)
+                .context("no measurement in --measurement-json")?;
+            hex_fixed::<48>("measurement", m, false)?
+        }
+        (None, None) => bail!("give --measurement or --measurement-json"),
+    };
+    let host_data = match &a.initdata {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            cloister_kbs_protocol::initdata::InitData::parse(&text)?.snp_host_data()
+        }
+        None => [0; 32],
+    };
+    let policy = u64::from_str_radix(a.policy.trim_start_matches("0x"), 16).context("--policy is not hex")?;
+    let launch = LaunchState { measurement, host_data, policy };
+    let _ = std::fs::remove_file(&a.socket);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&a.socket).with_context(|| format!("binding {}", a.socket.display()))?;
+    eprintln!(
+        "WARNING: EMULATED SEV-SNP platform serving on {}: its evidence proves nothing about hardware",
+        a.socket.display()
+    );
+    outln!("serving {}", a.socket.display())?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let platform = platform.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_connection(&platform, &launch, stream) {
+                eprintln!("emulated platform: connection closed: {e}");
+            }
+        });
     }
     Ok(())
 }

@@ -63,9 +63,13 @@ struct AttestArgs {
     /// Evidence source.
     #[arg(long, value_enum, default_value = "auto")]
     tee: TeeArg,
-    /// Emulated platform directory (`cloister emulate init`), for --tee emulated-snp.
+    /// Emulated platform directory (`cloister emulate init`), for --tee emulated-snp in process.
     #[arg(long)]
     emulated_dir: Option<PathBuf>,
+    /// The socket of `cloister emulate serve`, for --tee emulated-snp (the host fixes the
+    /// measurement and HOST_DATA).
+    #[arg(long, conflicts_with = "emulated_dir")]
+    emulator_socket: Option<PathBuf>,
     /// Launch measurement the emulated platform reports (hex, 48 bytes).
     #[arg(long)]
     measurement: Option<String>,
@@ -193,8 +197,13 @@ fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
     let attester: Arc<dyn Attester> = match a.tee {
         TeeArg::Sample => Arc::new(SampleAttester),
         TeeArg::Auto => Arc::new(cloister_kbs_client::TsmAttester::detect()?),
+        TeeArg::EmulatedSnp if a.emulator_socket.is_some() => {
+            let path = a.emulator_socket.clone().context("socket")?;
+            Arc::new(cloister_kbs_client::EmulatedSocketAttester::new(path))
+        }
         TeeArg::EmulatedSnp => {
-            let dir = a.emulated_dir.as_ref().context("--tee emulated-snp needs --emulated-dir")?;
+            let dir =
+                a.emulated_dir.as_ref().context("--tee emulated-snp needs --emulated-dir or --emulator-socket")?;
             let platform = EmulatedSnp::load(dir)?;
             let mut m = [0u8; 48];
             if let Some(h) = &a.measurement {
