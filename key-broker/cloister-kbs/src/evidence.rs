@@ -192,6 +192,10 @@ impl Verifiers {
     }
 
     fn verify_snp(&self, evidence: &Value, now: u64) -> Result<Verified, String> {
+        // CoCo guest-components' shape: the `sev` crate's serde report plus `cert_chain`.
+        if let Some(sev_report) = evidence.get("attestation_report") {
+            return self.verify_snp_coco(sev_report, evidence.get("cert_chain"), now);
+        }
         let report = b64("report", evidence)?;
         let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
         let verified = if evidence.get("cert_table").is_some_and(|v| !v.is_null()) {
@@ -208,6 +212,57 @@ impl Verifiers {
                                 is configured"
                         .into());
                 }
+            };
+            self.snp.verify_with_source(&report, source, &opts)
+        }
+        .map_err(|e| format!("snp {}: {e}", e.check()))?;
+        let r = verified.report();
+        Ok(Verified {
+            tee_key: if verified.vek().root_is_builtin() { "snp" } else { "emulated_snp" },
+            claims: verified.claims(),
+            report_data: r.report_data.0.to_vec(),
+            config_field: r.host_data.0.to_vec(),
+        })
+    }
+
+    /// trustee's `SnpEvidence`: `{"attestation_report": <sev serde>, "cert_chain": [{"cert_type":
+    /// "VCEK"|"VLEK"|"ASK"|"ARK"|"CRL", "data": [bytes]}] | null}`. The raw report is rebuilt
+    /// from the fields (reserved bytes zero) and verified like any other.
+    fn verify_snp_coco(&self, sev_report: &Value, chain: Option<&Value>, now: u64) -> Result<Verified, String> {
+        let report =
+            cloister_evidence::snp::sev_json::report_from_sev_json(sev_report).map_err(|e| format!("snp: {e}"))?;
+        let mut certs = SnpCertificates::new();
+        let mut have_vek = false;
+        for entry in chain.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            let kind = entry.get("cert_type").and_then(Value::as_str).unwrap_or_default();
+            let data: Vec<u8> = entry
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or("snp cert_chain entry has no data array")?
+                .iter()
+                .map(|x| x.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Option<_>>()
+                .ok_or("snp cert_chain data is not bytes")?;
+            certs = match kind {
+                "VCEK" | "VLEK" => {
+                    have_vek = true;
+                    certs.with_vek(&data)
+                }
+                "ASK" | "ARK" | "ASVK" => certs.with_chain(&data),
+                "CRL" => Ok(certs.with_crl(&data)),
+                _ => Ok(certs),
+            }
+            .map_err(|e| format!("snp cert_chain {kind}: {e}"))?;
+        }
+        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
+        let verified = if have_vek {
+            self.snp.verify(&report, &certs, &opts)
+        } else {
+            let source = match (&self.snp_cache, &self.snp_fetch) {
+                (Some(dir), Some(f)) => CertSource::DirectoryOrFetch(dir, f),
+                (Some(dir), None) => CertSource::Directory(dir),
+                (None, Some(f)) => CertSource::Fetch(f),
+                (None, None) => return Err("snp cert_chain has no VCEK and no certificate source is configured".into()),
             };
             self.snp.verify_with_source(&report, source, &opts)
         }
