@@ -500,6 +500,31 @@ mod tests {
         assert_eq!(*unwrap_key(&kek, &w).unwrap(), data);
     }
 
+    /// RFC 7520 §5.2 (RSA-OAEP + A256GCM), the content layer: with the RFC's CEK, the received
+    /// `protected` string as AAD opens the RFC's ciphertext and tag to its plaintext; one changed
+    /// header byte fails. Vector from RFC 7520 §5.2 as published in `ietf-jose/cookbook`
+    /// (`jwe/5_2.key_encryption_using_rsa-oaep_with_aes-gcm.json` @ b4727d7).
+    #[test]
+    fn rfc7520_5_2_content_decryption() {
+        let cek: [u8; 32] = B64URL.decode("mYMfsggkTAm0TbvtlFh2hyoXnbEzJQjMxmgLN3d8xXA").unwrap().try_into().unwrap();
+        let jwe = Response {
+            protected: "eyJhbGciOiJSU0EtT0FFUCIsImtpZCI6InNhbXdpc2UuZ2FtZ2VlQGhvYmJpdG9uLmV4YW1wbGUiLCJlbmMiOiJBMjU2R0NNIn0".into(),
+            encrypted_key: String::new(),
+            iv: "-nBoKLH0YkLZPSI9".into(),
+            ciphertext: "o4k2cnGN8rSSw3IDo1YuySkqeS_t2m1GXklSgqBdpACm6UJuJowOHC5ytjqYgRL-I-soPlwqMUf4UgRWWeaOGNw6vGW-xyM01lTYxrXfVzIIaRdhYtEMRBvBWbEwP7ua1DRfvaOjgZv6Ifa3brcAM64d8p5lhhNcizPersuhw5f-pGYzseva-TUaL8iWnctc-sSwy7SQmRkfhDjwbz0fz6kFovEgj64X1I5s7E6GLp5fnbYGLa1QUiML7Cc2GxgvI7zqWo0YIEc7aCflLG1-8BboVWFdZKLK9vNoycrYHumwzKluLWEbSVmaPpOslY2n525DxDfWaVFUfKQxMF56vn4B9QMpWAbnypNimbM8zVOw".into(),
+            tag: "UCGiqJxhBI3IFVdPalHHvA".into(),
+            aad: None,
+        };
+        let plain = open_gcm(&cek, &jwe).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&plain).unwrap(),
+            "You can trust us to stick with you through thick and thin\u{2013}to the bitter end. And you can trust us to keep any secret of yours\u{2013}closer than you keep it yourself. But you cannot trust us to let you face trouble alone, and go off without a word. We are your friends, Frodo."
+        );
+        let mut other = jwe;
+        other.protected.replace_range(0..1, "f");
+        assert_eq!(open_gcm(&cek, &other), Err(JweError::Decrypt));
+    }
+
     /// RFC 7520 §5.4-style building blocks: decrypting with a known CEK and the protected string
     /// as AAD (A256GCM here; the RFC's §5.4 uses A128GCM, so we check the AAD rule on our own seal).
     #[test]
