@@ -158,3 +158,17 @@ impl Attester for EmulatedSocketAttester {
         cloister_emulate::service::request(stream, &cloister_kbs_protocol::binding::fit::<64>(digest)).map_err(err)
     }
 }
+
+/// This machine's hardware TEE, probed in order: configfs-tsm (SNP, TDX), then `/dev/sev-guest`.
+/// Never the emulated platform and never `sample`: those must be asked for by name.
+pub fn detect() -> Result<Arc<dyn Attester>, AttesterError> {
+    let tsm = match crate::tsm::TsmAttester::detect() {
+        Ok(a) => return Ok(Arc::new(a)),
+        Err(e) => e,
+    };
+    let sev = match crate::sevguest::SevGuestAttester::detect() {
+        Ok(a) => return Ok(Arc::new(a)),
+        Err(e) => e,
+    };
+    Err(AttesterError::Platform { tee: "auto", detail: format!("no hardware TEE found: {tsm}; {sev}") })
+}

@@ -7,17 +7,22 @@
 //! certificate (SHA-256 of the KBS certificate, as initdata carries it). Everything the KBS
 //! returns is parsed as untrusted input; a secret is only ever returned to the caller, never
 //! logged or written anywhere.
-#![forbid(unsafe_code)]
+// `unsafe` is allowed only in `sys` (the guest-device ioctls), each use with a SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod attester;
 mod client;
+pub mod sevguest;
+mod sys;
 mod tls;
 pub mod tsm;
 
 pub use admin::AdminClient;
 pub use attester::{
     Attester, AttesterError, EmulatedSnpAttester, EmulatedSocketAttester, EmulatedTdxAttester, SampleAttester,
+    detect as detect_attester,
 };
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
+pub use sevguest::SevGuestAttester;
 pub use tsm::TsmAttester;

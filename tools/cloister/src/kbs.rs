@@ -43,7 +43,7 @@ enum KbsCmd {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TeeArg {
-    /// This machine's TEE through configfs-tsm (SNP or TDX); never the emulated one.
+    /// This machine's TEE: configfs-tsm (SNP or TDX), then /dev/sev-guest; never the emulated one.
     Auto,
     /// CoCo's fake TEE (proves nothing; denied by default policies).
     Sample,
@@ -196,7 +196,7 @@ fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
         .transpose()?;
     let attester: Arc<dyn Attester> = match a.tee {
         TeeArg::Sample => Arc::new(SampleAttester),
-        TeeArg::Auto => Arc::new(cloister_kbs_client::TsmAttester::detect()?),
+        TeeArg::Auto => cloister_kbs_client::detect_attester()?,
         TeeArg::EmulatedSnp if a.emulator_socket.is_some() => {
             let path = a.emulator_socket.clone().context("socket")?;
             Arc::new(cloister_kbs_client::EmulatedSocketAttester::new(path))

@@ -209,12 +209,11 @@ pub fn run_evidence(cmd: EvidenceCmd) -> Result<()> {
     let file = match cmd {
         EvidenceCmd::Show { file } => file,
         EvidenceCmd::Get { report_data } => {
-            use cloister_kbs_client::Attester;
             let rd = hex::decode(report_data.trim().trim_start_matches("0x")).context("--report-data is not hex")?;
             if rd.len() > 64 {
                 anyhow::bail!("--report-data is {} bytes, at most 64", rd.len());
             }
-            let attester = cloister_kbs_client::TsmAttester::detect()?;
+            let attester = cloister_kbs_client::detect_attester()?;
             let ev = attester.evidence(&rd)?;
             outln!("{}", serde_json::json!({"tee": attester.tee().as_str(), "evidence": ev}))?;
             return Ok(());
