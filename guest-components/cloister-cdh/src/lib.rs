@@ -14,6 +14,8 @@
 //! buffers and never logged.
 #![forbid(unsafe_code)]
 
+pub mod api;
+
 use std::sync::Arc;
 
 use base64::Engine;

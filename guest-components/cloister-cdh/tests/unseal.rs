@@ -65,6 +65,30 @@ async fn unseal_vault_secrets_and_refuse_forgeries() {
     // Unknown signing key resource: the KBS says 404.
     let missing = seal_vault(signing.as_ref(), "kbs:///tenant/signing/none", "kbs:///app/db/password").unwrap();
     assert!(matches!(cdh.unseal_secret(&missing).await, Err(CdhError::Kbs(_))));
+    // The local API, over a unix socket pair.
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let cdh2 = cdh.clone();
+    let api = tokio::spawn(async move { cloister_cdh::api::serve_connection(&cdh2, b).await });
+    {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (r, mut w) = tokio::io::split(a);
+        let mut lines = BufReader::new(r).lines();
+        let mut ask = async |req: String| {
+            w.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+            serde_json::from_str::<serde_json::Value>(&lines.next_line().await.unwrap().unwrap()).unwrap()
+        };
+        let v = ask(serde_json::json!({"op": "unseal", "secret": sealed}).to_string()).await;
+        assert_eq!(v["data"], base64::engine::general_purpose::STANDARD.encode("hunter2"));
+        let v = ask(serde_json::json!({"op": "get-resource", "uri": "kbs:///app/db/password"}).to_string()).await;
+        assert_eq!(v["data"], base64::engine::general_purpose::STANDARD.encode("hunter2"));
+        let v = ask(serde_json::json!({"op": "unseal", "secret": forged}).to_string()).await;
+        assert_eq!(v["error"]["kind"], "Signature");
+        let v = ask("{not json".into()).await;
+        assert_eq!(v["error"]["kind"], "BadRequest");
+        let v = ask(serde_json::json!({"op": "get-resource", "uri": "kbs:///../etc/x"}).to_string()).await;
+        assert_eq!(v["error"]["kind"], "BadUri");
+    }
+    api.await.unwrap().unwrap();
     let _ = tx.send(());
     server.await.unwrap().unwrap();
 }

@@ -193,10 +193,37 @@ fn emulated_snp_secret_release_end_to_end() {
     let o = via_socket(&other);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("HOST_DATA"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // 6. The confidential data hub on its socket, attesting through the same endpoint.
+    let cdh_sock = d.join("cdh.sock");
+    let mut cdh = kbs_cmd();
+    cdh.args(["cdh-serve", "--tee", "emulated-snp", "--emulator-socket"])
+        .arg(&sock)
+        .arg("--initdata")
+        .arg(&initdata)
+        .arg("--socket")
+        .arg(&cdh_sock)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut cdh = cdh.spawn().unwrap();
+    {
+        use std::io::{BufRead, Write};
+        let mut l = String::new();
+        std::io::BufReader::new(cdh.stdout.take().unwrap()).read_line(&mut l).unwrap();
+        assert!(l.starts_with("cdh serving"), "{l}");
+        let mut s = std::os::unix::net::UnixStream::connect(&cdh_sock).unwrap();
+        s.write_all(b"{\"op\":\"get-resource\",\"uri\":\"kbs:///app/db/password\"}\n").unwrap();
+        let mut reply = String::new();
+        std::io::BufReader::new(&s).read_line(&mut reply).unwrap();
+        let v: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["data"], "ZGItcGFzc3dvcmQtNDI=", "{reply}"); // base64("db-password-42")
+    }
+    let _ = cdh.kill();
+    let _ = cdh.wait();
     let _ = serve.kill();
     let _ = serve.wait();
 
-    // 6. The pin is enforced: a wrong fingerprint fails before anything is sent.
+    // 7. The pin is enforced: a wrong fingerprint fails before anything is sent.
     let o = run(Command::new(&cloister).args([
         "kbs",
         "--url",

@@ -39,6 +39,17 @@ enum KbsCmd {
     GetResource(GetArgs),
     /// Admin operations (need --admin-key).
     Config(ConfigArgs),
+    /// Run the confidential data hub on a unix socket (JSON lines: get-resource, unseal).
+    CdhServe(CdhArgs),
+}
+
+#[derive(Debug, Args)]
+struct CdhArgs {
+    #[command(flatten)]
+    attest: AttestArgs,
+    /// Socket path (created with mode 0600).
+    #[arg(long, default_value = "/run/confidential-containers/cdh.sock")]
+    socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -248,6 +259,28 @@ pub fn run(a: KbsArgs) -> Result<()> {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&secret)?;
                     out.flush()?;
+                }
+            }
+            KbsCmd::CdhServe(c) => {
+                let client = Arc::new(client(&a.url, trust, &c.attest)?);
+                let cdh = cloister_cdh::Cdh::new(client);
+                if let Some(parent) = c.socket.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                let _ = std::fs::remove_file(&c.socket);
+                let listener = tokio::net::UnixListener::bind(&c.socket)
+                    .with_context(|| format!("binding {}", c.socket.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&c.socket, std::fs::Permissions::from_mode(0o600))?;
+                outln!("cdh serving {}", c.socket.display())?;
+                loop {
+                    let (stream, _) = listener.accept().await?;
+                    let cdh = cdh.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = cloister_cdh::api::serve_connection(&cdh, stream).await {
+                            eprintln!("cdh: connection closed: {e}");
+                        }
+                    });
                 }
             }
             KbsCmd::Config(c) => {
