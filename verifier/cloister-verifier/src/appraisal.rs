@@ -129,11 +129,9 @@ pub fn appraise(
     let evidence = input.annotated_evidence();
     let data = json!({ "reference": reference.to_json() });
     let mut tv = TrustVector::default();
-    let results = policy.policy.eval_rules(
-        &TRUST_CLAIMS.iter().map(|n| n.replace('-', "_")).collect::<Vec<_>>(),
-        &evidence,
-        &data,
-    )?;
+    let names: Vec<String> = TRUST_CLAIMS.iter().map(|n| n.replace('-', "_")).collect();
+    let results =
+        policy.policy.eval_rules_once(&names.iter().map(String::as_str).collect::<Vec<_>>(), &evidence, &data)?;
     for (name, value) in TRUST_CLAIMS.iter().zip(results) {
         let v = match value {
             Value::Null => 0,
