@@ -197,23 +197,40 @@ impl Verifiers {
             return self.verify_snp_coco(sev_report, evidence.get("cert_chain"), now);
         }
         let report = b64("report", evidence)?;
-        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
-        let verified = if evidence.get("cert_table").is_some_and(|v| !v.is_null()) {
+        let certs = if evidence.get("cert_table").is_some_and(|v| !v.is_null()) {
             let table = b64("cert_table", evidence)?;
-            let certs = SnpCertificates::from_cert_table(&table).map_err(|e| format!("snp cert_table: {e}"))?;
-            self.snp.verify(&report, &certs, &opts)
+            Some(SnpCertificates::from_cert_table(&table).map_err(|e| format!("snp cert_table: {e}"))?)
         } else {
-            let source = match (&self.snp_cache, &self.snp_fetch) {
-                (Some(dir), Some(f)) => CertSource::DirectoryOrFetch(dir, f),
-                (Some(dir), None) => CertSource::Directory(dir),
-                (None, Some(f)) => CertSource::Fetch(f),
-                (None, None) => {
-                    return Err("snp evidence has no cert_table, and neither a certificate cache nor KDS fetching \
-                                is configured"
-                        .into());
-                }
-            };
-            self.snp.verify_with_source(&report, source, &opts)
+            None
+        };
+        self.verify_snp_report(&report, certs.as_ref(), now, "snp evidence has no cert_table")
+    }
+
+    /// Verifies raw report bytes with the certificates that came with the evidence or, without
+    /// them, from the configured cache / KDS (`missing` says what was absent).
+    fn verify_snp_report(
+        &self,
+        report: &[u8],
+        certs: Option<&SnpCertificates>,
+        now: u64,
+        missing: &str,
+    ) -> Result<Verified, String> {
+        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
+        let verified = match certs {
+            Some(certs) => self.snp.verify(report, certs, &opts),
+            None => {
+                let source = match (&self.snp_cache, &self.snp_fetch) {
+                    (Some(dir), Some(f)) => CertSource::DirectoryOrFetch(dir, f),
+                    (Some(dir), None) => CertSource::Directory(dir),
+                    (None, Some(f)) => CertSource::Fetch(f),
+                    (None, None) => {
+                        return Err(format!(
+                            "{missing}, and neither a certificate cache nor KDS fetching is configured"
+                        ));
+                    }
+                };
+                self.snp.verify_with_source(report, source, &opts)
+            }
         }
         .map_err(|e| format!("snp {}: {e}", e.check()))?;
         let r = verified.report();
@@ -254,26 +271,8 @@ impl Verifiers {
             }
             .map_err(|e| format!("snp cert_chain {kind}: {e}"))?;
         }
-        let opts = VerifyOptions::at(now).allow_debug(self.allow_debug).allow_network(self.snp_fetch.is_some());
-        let verified = if have_vek {
-            self.snp.verify(&report, &certs, &opts)
-        } else {
-            let source = match (&self.snp_cache, &self.snp_fetch) {
-                (Some(dir), Some(f)) => CertSource::DirectoryOrFetch(dir, f),
-                (Some(dir), None) => CertSource::Directory(dir),
-                (None, Some(f)) => CertSource::Fetch(f),
-                (None, None) => return Err("snp cert_chain has no VCEK and no certificate source is configured".into()),
-            };
-            self.snp.verify_with_source(&report, source, &opts)
-        }
-        .map_err(|e| format!("snp {}: {e}", e.check()))?;
-        let r = verified.report();
-        Ok(Verified {
-            tee_key: if verified.vek().root_is_builtin() { "snp" } else { "emulated_snp" },
-            claims: verified.claims(),
-            report_data: r.report_data.0.to_vec(),
-            config_field: r.host_data.0.to_vec(),
-        })
+        let certs = have_vek.then_some(certs);
+        self.verify_snp_report(&report, certs.as_ref(), now, "snp cert_chain has no VCEK")
     }
 
     fn verify_tdx(&self, evidence: &Value, now: u64) -> Result<Verified, String> {
