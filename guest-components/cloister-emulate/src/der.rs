@@ -237,6 +237,22 @@ pub(crate) fn pem_decode_all(text: &str, label: &str) -> Result<Vec<Vec<u8>>, Em
     Ok(out)
 }
 
+/// Splits one DER TLV off `input` (reading back our own certificates): `(tag, content, rest)`.
+pub(crate) fn split(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&len0, rest) = rest.split_first()?;
+    let (len, rest) = if len0 < 0x80 {
+        (usize::from(len0), rest)
+    } else {
+        let n = usize::from(len0 & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

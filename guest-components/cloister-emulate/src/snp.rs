@@ -541,21 +541,8 @@ impl EmulatedSnp {
     /// VCEK, ASK and ARK, an all-zero terminator, then the DER certificates; offsets are relative to
     /// the start of the table.
     pub fn cert_table(&self) -> Vec<u8> {
-        let entries: [([u8; 16], &[u8]); 3] =
-            [(GUID_VCEK, &self.vcek_der), (GUID_ASK, &self.ask_der), (GUID_ARK, &self.ark_der)];
-        let mut offset = (entries.len() + 1) * 24;
-        let mut table = Vec::new();
-        let mut blobs = Vec::new();
-        for (guid, der) in entries {
-            table.extend_from_slice(&guid);
-            table.extend_from_slice(&u32::try_from(offset).unwrap_or(u32::MAX).to_le_bytes());
-            table.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_le_bytes());
-            blobs.extend_from_slice(der);
-            offset += der.len();
-        }
-        table.extend_from_slice(&[0u8; 24]);
-        table.extend_from_slice(&blobs);
-        table
+        use cloister_evidence::snp::cert_table::{GUID_ARK, GUID_ASK, GUID_VCEK, build};
+        build(&[(GUID_VCEK, &self.vcek_der), (GUID_ASK, &self.ask_der), (GUID_ARK, &self.ark_der)])
     }
 
     /// An ARK-signed CRL (DER) revoking `revoked_serials` (big-endian serial numbers; empty: a
@@ -584,8 +571,8 @@ impl EmulatedSnp {
     /// The ASK's serial number (big-endian), for [`EmulatedSnp::crl_der`].
     pub fn ask_serial(&self) -> Result<Vec<u8>, EmulateError> {
         let tbs = cert_tbs(&self.ask_der).ok_or_else(|| crypto("ASK certificate does not parse"))?;
-        let (_, _, rest) = der_tlv(tbs).ok_or_else(|| crypto("ASK certificate has no version"))?;
-        let (_, serial, _) = der_tlv(rest).ok_or_else(|| crypto("ASK certificate has no serial"))?;
+        let (_, _, rest) = der::split(tbs).ok_or_else(|| crypto("ASK certificate has no version"))?;
+        let (_, serial, _) = der::split(rest).ok_or_else(|| crypto("ASK certificate has no serial"))?;
         Ok(serial.to_vec())
     }
 
@@ -744,38 +731,10 @@ struct SavedState {
     report_id: ReportId,
 }
 
-// GUIDs of the extended-report certificate table (GHCB specification), stored mixed-endian.
-const GUID_ARK: [u8; 16] = guid_bytes(0xc0b406a4, 0xa803, 0x4952, [0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae]);
-const GUID_ASK: [u8; 16] = guid_bytes(0x4ab7b379, 0xbbac, 0x4fe4, [0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82]);
-const GUID_VCEK: [u8; 16] = guid_bytes(0x63da758d, 0xe664, 0x4564, [0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd]);
-
-const fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
-    let a = a.to_le_bytes();
-    let b = b.to_le_bytes();
-    let c = c.to_le_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
-}
-
-/// Splits one DER TLV off `input` (our own certificates only): `(tag, content, rest)`.
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&len0, rest) = rest.split_first()?;
-    let (len, rest) = if len0 < 0x80 {
-        (usize::from(len0), rest)
-    } else {
-        let n = usize::from(len0 & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
 /// The content of a certificate's TBSCertificate.
 fn cert_tbs(cert: &[u8]) -> Option<&[u8]> {
-    let (_, body, _) = der_tlv(cert)?;
-    let (_, tbs, _) = der_tlv(body)?;
+    let (_, body, _) = der::split(cert)?;
+    let (_, tbs, _) = der::split(body)?;
     Some(tbs)
 }
 
@@ -784,9 +743,9 @@ fn cert_spki(cert: &[u8]) -> Option<&[u8]> {
     let mut rest = cert_tbs(cert)?;
     // version, serial, signature, issuer, validity, subject, then the SPKI.
     for _ in 0..6 {
-        rest = der_tlv(rest)?.2;
+        rest = der::split(rest)?.2;
     }
-    let (_, _, after) = der_tlv(rest)?;
+    let (_, _, after) = der::split(rest)?;
     Some(&rest[..rest.len() - after.len()])
 }
 

@@ -631,22 +631,8 @@ fn quote_err(e: cloister_evidence::tdx::QuoteError) -> EmulateError {
 
 /// Splits one DER TLV (our own certificates only): `(tag, content, rest)` with the whole element.
 fn tlv(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (&_tag, rest) = input.split_first()?;
-    let (&len0, rest) = rest.split_first()?;
-    let (len, rest) = if len0 < 0x80 {
-        (usize::from(len0), rest)
-    } else {
-        let n = usize::from(len0 & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let whole = &input[..input.len() - rest.len() + len];
-    Some((whole, &rest[..len], &rest[len..]))
+    let (_, content, rest) = crate::der::split(input)?;
+    Some((&input[..input.len() - rest.len()], content, rest))
 }
 
 /// The elements of a certificate's TBSCertificate, in order.

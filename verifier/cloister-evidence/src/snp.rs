@@ -18,6 +18,7 @@
 //! KEY_INFO) are kept as integers and not checked here: that is policy.
 //! [`AttestationReport::from_bytes_lenient`] skips the reserved-byte checks.
 
+pub mod cert_table;
 pub mod sev_json;
 mod types;
 

@@ -180,17 +180,7 @@ impl SnpVerifier {
         let certs = match source {
             CertSource::Provided(c) => c,
             CertSource::Directory(dir) => {
-                fetched = match dir.certificates_for(&report, opts.expected_product) {
-                    Ok(c) => c,
-                    Err(SnpVerifyError::MissingVek(_)) if opts.allow_network => {
-                        source::fetch_from_kds(&report, opts.expected_product, true)?
-                    }
-                    Err(e) => return Err(e),
-                };
-                &fetched
-            }
-            CertSource::Kds => {
-                fetched = source::fetch_from_kds(&report, opts.expected_product, opts.allow_network)?;
+                fetched = dir.certificates_for(&report, opts.expected_product)?;
                 &fetched
             }
             CertSource::Fetch(fetcher) => {

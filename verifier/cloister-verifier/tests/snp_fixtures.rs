@@ -141,6 +141,19 @@ fn verify_sample(
     v.verify(&report, &certs, opts).map(|r| r.claims())
 }
 
+/// A KDS fetcher that records URLs and serves nothing.
+#[derive(Debug, Default)]
+struct RecordingFetcher {
+    urls: std::sync::Mutex<Vec<String>>,
+}
+
+impl cloister_verifier::snp::KdsFetch for RecordingFetcher {
+    fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        self.urls.lock().unwrap().push(url.to_owned());
+        Err("offline".into())
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // S1–S5: the verdicts of PROVENANCE.md §2.
 
@@ -617,12 +630,26 @@ fn cert_table_and_kds_directory_sources() {
     let _ = std::fs::remove_dir_all(&dir);
     let kds = KdsDirectory::new(&dir);
     let parsed = AttestationReport::from_bytes(&report).unwrap();
-    // A miss: no network by default, and no fetcher built in when it is allowed.
+    // A miss in the cache directory alone is a missing VEK, network allowed or not.
     let err = v.verify_with_source(&report, CertSource::Directory(&kds), &at(NOW)).unwrap_err();
     assert!(matches!(err, SnpVerifyError::MissingVek(_)), "{err}");
     let err = v.verify_with_source(&report, CertSource::Directory(&kds), &at(NOW).allow_network(true)).unwrap_err();
-    assert!(matches!(err, SnpVerifyError::NetworkNotImplemented(_)), "{err}");
-    let err = v.verify_with_source(&report, CertSource::Kds, &at(NOW).expect_product(Product::Milan)).unwrap_err();
+    assert!(matches!(err, SnpVerifyError::MissingVek(_)), "{err}");
+    // A fetcher is not called without allow_network; with it, it is asked for the KDS URLs.
+    let fetcher = RecordingFetcher::default();
+    let err = v
+        .verify_with_source(&report, CertSource::Fetch(&fetcher), &at(NOW).expect_product(Product::Milan))
+        .unwrap_err();
+    assert!(fetcher.urls.lock().unwrap().is_empty());
+    let err2 = v
+        .verify_with_source(
+            &report,
+            CertSource::Fetch(&fetcher),
+            &at(NOW).expect_product(Product::Milan).allow_network(true),
+        )
+        .unwrap_err();
+    assert!(matches!(err2, SnpVerifyError::Io { .. }), "{err2}");
+    assert!(fetcher.urls.lock().unwrap()[0].starts_with("https://kdsintf.amd.com/vcek/v1/Milan/d49554ec"));
     let SnpVerifyError::NetworkDisabled(url) = &err else { panic!("{err}") };
     assert!(url.starts_with("https://kdsintf.amd.com/vcek/v1/Milan/d49554ec"), "{url}");
     assert!(url.ends_with("?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"), "{url}");

@@ -272,9 +272,6 @@ pub enum SnpVerifyError {
     /// The certificate source needs the network and the caller did not allow it.
     #[error("fetching from AMD KDS needs allow_network, which is off: {0}")]
     NetworkDisabled(String),
-    /// Network fetching is not built into this library.
-    #[error("fetching from AMD KDS is not implemented here; fetch {0} and put it in the cache directory")]
-    NetworkNotImplemented(String),
     /// A certificate file could not be read.
     #[error("reading {path}: {error}")]
     Io {
@@ -309,7 +306,7 @@ impl SnpVerifyError {
             E::TcbExtensionMissing { .. } | E::TcbMismatch { .. } => "tcb",
             E::HwIdMissing(_) | E::ChipIdMasked | E::ChipIdMismatch { .. } => "chip_id",
             E::DebugPolicy => "debug",
-            E::NetworkDisabled(_) | E::NetworkNotImplemented(_) | E::Io { .. } => "source",
+            E::NetworkDisabled(_) | E::Io { .. } => "source",
             E::TrustAnchor(_) => "anchors",
         }
     }

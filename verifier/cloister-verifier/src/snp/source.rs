@@ -49,43 +49,19 @@ fn read_file(path: &Path) -> Result<Vec<u8>, SnpVerifyError> {
     std::fs::read(path).map_err(|e| SnpVerifyError::Io { path: path.display().to_string(), error: e.to_string() })
 }
 
-// GUIDs of the extended-report certificate table, in their stored (mixed-endian) byte order.
-const GUID_ARK: [u8; 16] = guid_bytes(0xc0b406a4, 0xa803, 0x4952, [0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae]);
-const GUID_ASK: [u8; 16] = guid_bytes(0x4ab7b379, 0xbbac, 0x4fe4, [0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82]);
-const GUID_VCEK: [u8; 16] = guid_bytes(0x63da758d, 0xe664, 0x4564, [0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd]);
-const GUID_VLEK: [u8; 16] = guid_bytes(0xa8074bc2, 0xa25a, 0x483e, [0xaa, 0xe6, 0x39, 0xc0, 0x45, 0xa0, 0xb8, 0xa1]);
-const GUID_CRL: [u8; 16] = guid_bytes(0x92f81bc3, 0x5811, 0x4d3d, [0x97, 0xff, 0xd1, 0x9f, 0x88, 0xdc, 0x67, 0xea]);
-
-const fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
-    let a = a.to_le_bytes();
-    let b = b.to_le_bytes();
-    let c = c.to_le_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
-}
+use cloister_evidence::snp::cert_table::{self, GUID_ARK, GUID_ASK, GUID_CRL, GUID_VCEK, GUID_VLEK};
 
 /// Serialises certificates into an extended-report certificate table (for tests and emulators):
 /// entries `(guid, offset, length)`, an all-zero terminator, then the DER blobs.
 pub fn build_cert_table(vek: &[u8], vlek: bool, ask: Option<&[u8]>, ark: Option<&[u8]>) -> Vec<u8> {
-    let mut entries: Vec<([u8; 16], &[u8])> = vec![(if vlek { GUID_VLEK } else { GUID_VCEK }, vek)];
+    let mut entries: Vec<(cert_table::Guid, &[u8])> = vec![(if vlek { GUID_VLEK } else { GUID_VCEK }, vek)];
     if let Some(ask) = ask {
         entries.push((GUID_ASK, ask));
     }
     if let Some(ark) = ark {
         entries.push((GUID_ARK, ark));
     }
-    let mut offset = (entries.len() + 1) * 24;
-    let mut table = Vec::new();
-    let mut blobs = Vec::new();
-    for (guid, der) in &entries {
-        table.extend_from_slice(guid);
-        table.extend_from_slice(&u32::try_from(offset).unwrap_or(u32::MAX).to_le_bytes());
-        table.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_le_bytes());
-        blobs.extend_from_slice(der);
-        offset += der.len();
-    }
-    table.extend_from_slice(&[0u8; 24]);
-    table.extend_from_slice(&blobs);
-    table
+    cert_table::build(&entries)
 }
 
 impl SnpCertificates {
@@ -149,19 +125,7 @@ impl SnpCertificates {
     pub fn from_cert_table(table: &[u8]) -> Result<Self, SnpVerifyError> {
         let bad = |reason: String| malformed(CertRole::Vek, format!("certificate table: {reason}"));
         let mut certs = Self::new();
-        let mut pos = 0usize;
-        loop {
-            let entry = table.get(pos..pos + 24).ok_or_else(|| bad("no terminating entry".to_string()))?;
-            if entry.iter().all(|b| *b == 0) {
-                break;
-            }
-            let guid = &entry[..16];
-            let offset = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
-            let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
-            let blob = offset
-                .checked_add(len)
-                .and_then(|end| table.get(offset..end))
-                .ok_or_else(|| bad(format!("entry {} points outside the table", pos / 24)))?;
+        for (guid, blob) in cert_table::parse(table).map_err(bad)? {
             if guid == GUID_VCEK || guid == GUID_VLEK {
                 if certs.vek.is_some() {
                     return Err(bad("more than one VCEK/VLEK entry".to_string()));
@@ -172,7 +136,6 @@ impl SnpCertificates {
             } else if guid == GUID_CRL {
                 certs.crls.push(blob.to_vec());
             }
-            pos += 24;
         }
         Ok(certs)
     }
@@ -339,11 +302,8 @@ pub trait KdsFetch: Send + Sync + std::fmt::Debug {
 pub enum CertSource<'a> {
     /// Certificates the caller supplies.
     Provided(&'a SnpCertificates),
-    /// A KDS-layout cache directory; on a miss, AMD KDS if `allow_network` is set (which fails
-    /// without a fetcher: use [`CertSource::DirectoryOrFetch`]).
+    /// A KDS-layout cache directory only (a miss is [`SnpVerifyError::MissingVek`]).
     Directory(&'a KdsDirectory),
-    /// AMD KDS directly without a fetcher (always an error naming the URL).
-    Kds,
     /// AMD KDS through `fetcher` (needs `allow_network`).
     Fetch(&'a dyn KdsFetch),
     /// The cache directory; on a miss, KDS through `fetcher` (needs `allow_network`), storing
@@ -360,7 +320,9 @@ pub(crate) fn fetch_with(
     cache: Option<&KdsDirectory>,
 ) -> Result<SnpCertificates, SnpVerifyError> {
     let Some(p) = report.cpuid_product().or(product) else {
-        return fetch_from_kds(report, product, false);
+        return Err(SnpVerifyError::MissingVek(
+            "the report carries no CPUID (version 2): name the product to fetch its VCEK from KDS".into(),
+        ));
     };
     let vcek_url = kds_vcek_url(p, &report.chip_id, report.reported_tcb);
     if !allow_network {
@@ -391,32 +353,9 @@ pub(crate) fn fetch_with(
     Ok(certs)
 }
 
-/// The network step: refused without `allow_network`; otherwise reported as not built in, with
-/// the URL the caller can fetch and store with [`KdsDirectory::store_vcek`].
-pub(crate) fn fetch_from_kds(
-    report: &AttestationReport,
-    product: Option<Product>,
-    allow_network: bool,
-) -> Result<SnpCertificates, SnpVerifyError> {
-    let url = match report.cpuid_product().or(product) {
-        Some(p) => kds_vcek_url(p, &report.chip_id, report.reported_tcb),
-        None => format!("{KDS_BASE_URL}/vcek/v1/<product>/… (report v2: product unknown)"),
-    };
-    if allow_network {
-        Err(SnpVerifyError::NetworkNotImplemented(url))
-    } else {
-        Err(SnpVerifyError::NetworkDisabled(url))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn guids_are_mixed_endian() {
-        assert_eq!(hex::encode(GUID_ARK), "a406b4c003a8524997433fb6014cd0ae");
-    }
 
     #[test]
     fn urls_and_paths() {
