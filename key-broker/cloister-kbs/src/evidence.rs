@@ -96,7 +96,7 @@ pub struct Verifiers {
     snp: SnpVerifier,
     snp_cache: Option<KdsDirectory>,
     snp_fetch: Option<HttpKdsFetch>,
-    tdx: Option<(TdxVerifier, Option<TdxCollateral>)>,
+    tdx: (TdxVerifier, Option<TdxCollateral>),
     tdx_emulated: Vec<(TdxVerifier, Option<TdxCollateral>)>,
     allow_debug: bool,
 }
@@ -160,7 +160,7 @@ impl Verifiers {
             snp: SnpVerifier::new(anchors),
             snp_cache: c.snp_cert_cache.clone().map(KdsDirectory::new),
             snp_fetch: c.snp_kds_fetch.then(|| HttpKdsFetch::new(c.snp_kds_url.as_deref().unwrap_or(KDS_BASE_URL))),
-            tdx: Some((TdxVerifier::new(TdxTrustAnchors::intel(), tdx_options()), tdx_collateral)),
+            tdx: (TdxVerifier::new(TdxTrustAnchors::intel(), tdx_options()), tdx_collateral),
             tdx_emulated,
             allow_debug: c.insecure_allow_debug,
         })
@@ -283,7 +283,7 @@ impl Verifiers {
         };
         let mut first_err = None;
         let candidates =
-            self.tdx.iter().map(|v| (v, "tdx")).chain(self.tdx_emulated.iter().map(|v| (v, "emulated_tdx")));
+            std::iter::once((&self.tdx, "tdx")).chain(self.tdx_emulated.iter().map(|v| (v, "emulated_tdx")));
         for ((verifier, collateral), key) in candidates {
             match verifier.verify(&quote, collateral.as_ref(), now) {
                 Ok(v) => {
