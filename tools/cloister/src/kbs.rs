@@ -70,7 +70,7 @@ enum KeyArg {
 }
 
 #[derive(Debug, Args)]
-struct AttestArgs {
+pub(crate) struct AttestArgs {
     /// Evidence source.
     #[arg(long, value_enum, default_value = "auto")]
     tee: TeeArg,
@@ -183,7 +183,12 @@ fn read(p: &PathBuf) -> Result<Vec<u8>> {
 }
 
 fn trust(a: &KbsArgs) -> Result<TrustMode> {
-    Ok(match (&a.cert_sha256, &a.ca) {
+    trust_for(&a.url, a.cert_sha256.as_deref(), a.ca.as_ref())
+}
+
+/// How to trust the KBS at `url`: a pinned certificate, a CA, or (http:// only) nothing.
+pub(crate) fn trust_for(url: &str, cert_sha256: Option<&str>, ca: Option<&PathBuf>) -> Result<TrustMode> {
+    Ok(match (cert_sha256, ca) {
         (Some(fp), _) => {
             let mut b = [0u8; 32];
             hex::decode_to_slice(fp.trim(), &mut b).context("--cert-sha256 must be 64 hex digits")?;
@@ -194,12 +199,12 @@ fn trust(a: &KbsArgs) -> Result<TrustMode> {
             let der = cloister_kbs_protocol::admin::pem_or_der(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
             TrustMode::Ca(vec![der.to_vec()])
         }
-        (None, None) if a.url.starts_with("http://") => TrustMode::PlainHttpOnly,
+        (None, None) if url.starts_with("http://") => TrustMode::PlainHttpOnly,
         (None, None) => bail!("https needs --cert-sha256 or --ca"),
     })
 }
 
-fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
+pub(crate) fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
     let init = a
         .initdata
         .as_ref()
