@@ -77,12 +77,14 @@ pub struct VerifyingReader<R> {
     size: Option<u64>,
     what: String,
     verified: bool,
+    /// After a failure every read fails again (never a clean EOF).
+    failed: Option<String>,
 }
 
 impl<R: Read> VerifyingReader<R> {
     /// Checks `inner` against `expected` (and `size`); `what` names it in errors.
     pub fn new(inner: R, expected: Digest, size: Option<u64>, what: String) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0, expected, size, what, verified: false }
+        Self { inner, hasher: Sha256::new(), count: 0, expected, size, what, verified: false, failed: None }
     }
 
     /// Whether EOF was reached and the content matched.
@@ -95,13 +97,17 @@ impl<R: Read> VerifyingReader<R> {
         self.count
     }
 
-    fn fail(&self, e: ImageError) -> io::Error {
+    fn fail(&mut self, e: ImageError) -> io::Error {
+        self.failed = Some(e.to_string());
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+        }
         if self.verified {
             return Ok(0);
         }
@@ -110,16 +116,13 @@ impl<R: Read> Read for VerifyingReader<R> {
             if let Some(size) = self.size
                 && size != self.count
             {
-                return Err(self.fail(ImageError::SizeMismatch {
-                    what: self.what.clone(),
-                    declared: size,
-                    actual: self.count,
-                    more: false,
-                }));
+                let e = ImageError::SizeMismatch { what: self.what.clone(), declared: size, actual: self.count, more: false };
+                return Err(self.fail(e));
             }
             let actual = Digest(self.hasher.clone().finalize().into());
             if actual != self.expected {
-                return Err(self.fail(ImageError::DigestMismatch { what: self.what.clone(), expected: self.expected, actual }));
+                let e = ImageError::DigestMismatch { what: self.what.clone(), expected: self.expected, actual };
+                return Err(self.fail(e));
             }
             self.verified = true;
             return Ok(0);
@@ -128,12 +131,8 @@ impl<R: Read> Read for VerifyingReader<R> {
         if let Some(size) = self.size
             && self.count > size
         {
-            return Err(self.fail(ImageError::SizeMismatch {
-                what: self.what.clone(),
-                declared: size,
-                actual: self.count,
-                more: true,
-            }));
+            let e = ImageError::SizeMismatch { what: self.what.clone(), declared: size, actual: self.count, more: true };
+            return Err(self.fail(e));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)

@@ -49,11 +49,16 @@ struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, ImageError>>,
     cur: Bytes,
     done: bool,
+    /// Set when the download failed: every later read fails too (never a clean EOF).
+    failed: Option<String>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
+            if let Some(why) = &self.failed {
+                return Err(io::Error::other(why.clone()));
+            }
             if self.done {
                 return Ok(0);
             }
@@ -61,6 +66,7 @@ impl Read for ChannelReader {
                 Some(Ok(b)) => self.cur = b,
                 Some(Err(e)) => {
                     self.done = true;
+                    self.failed = Some(e.to_string());
                     return Err(io::Error::other(e));
                 }
                 None => {
@@ -73,6 +79,20 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         self.cur = self.cur.slice(n..);
         Ok(n)
+    }
+}
+
+/// The blob-level verifier, shared so that after a failure further up the chain the rest of the
+/// blob can still be read and its digest reported: a tampered blob is named as such even when
+/// the decompressor or the tar parser trips over it first.
+struct Shared<R>(Arc<Mutex<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.lock() {
+            Ok(mut r) => r.read(buf),
+            Err(_) => Err(io::Error::other("blob reader poisoned")),
+        }
     }
 }
 
@@ -132,11 +152,11 @@ fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError
 
 /// Runs the blocking side of one layer, reading the download from `rx`.
 pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -> Result<LayerStats, ImageError> {
-    let chan = ChannelReader { rx, cur: Bytes::new(), done: false };
-    let blob = VerifyingReader::new(chan, job.digest, Some(job.size), format!("layer {}", job.digest));
+    let chan = ChannelReader { rx, cur: Bytes::new(), done: false, failed: None };
+    let blob = Arc::new(Mutex::new(VerifyingReader::new(chan, job.digest, Some(job.size), format!("layer {}", job.digest))));
     let plain: Box<dyn Read + Send> = match job.decrypt {
-        Some(wrap) => wrap(Box::new(blob))?,
-        None => Box::new(blob),
+        Some(wrap) => wrap(Box::new(Shared(blob.clone())))?,
+        None => Box::new(Shared(blob.clone())),
     };
     let tar_stream: Box<dyn Read + Send> = match job.compression {
         Compression::None => plain,
@@ -152,19 +172,39 @@ pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -
     let slot = Arc::new(Mutex::new(None));
     let tap = Tap { inner: diff, slot: slot.clone() };
     let typed = |slot: &Arc<Mutex<Option<io::Error>>>| slot.lock().ok().and_then(|mut s| s.take());
-    match unpack_layer(job.digest, tap, &job.dest, job.opts) {
+    // After a failure: if the blob itself is wrong, that is the error to report.
+    let blob_fault = |blob: &Arc<Mutex<VerifyingReader<ChannelReader>>>| -> Option<ImageError> {
+        let mut b = blob.lock().ok()?;
+        if b.verified() {
+            return None;
+        }
+        match io::copy(&mut *b, &mut io::sink()) {
+            Err(e) => match e.into_inner().map(|i| i.downcast::<ImageError>()) {
+                Some(Ok(img)) => Some(*img),
+                _ => None,
+            },
+            Ok(_) => None,
+        }
+    };
+    let result = unpack_layer(job.digest, tap, &job.dest, job.opts);
+    let result = result.map_err(|e| match blob_fault(&blob) {
+        Some(root) => root,
+        None => e,
+    });
+    match result {
         Ok((stats, mut tap)) => {
             // The tar end marker is not the end of the stream: read the rest so every digest,
             // the HMAC and the diff_id are checked over all of it.
             if let Err(e) = io::copy(&mut tap, &mut io::sink()) {
                 let e = typed(&slot).unwrap_or(e);
-                return Err(classify(job.digest, job.compression, e));
+                return Err(blob_fault(&blob).unwrap_or_else(|| classify(job.digest, job.compression, e)));
             }
             if !tap.inner.verified() {
                 return Err(ImageError::BadTar { layer: job.digest, why: "the stream did not reach its end".into() });
             }
             Ok(stats)
         }
+        Err(e @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. })) => Err(e),
         Err(e) => match typed(&slot) {
             Some(io_err) => Err(classify(job.digest, job.compression, io_err)),
             None => Err(e),

@@ -458,19 +458,16 @@ impl Registry {
         let url = format!("{}/manifests/{reference}", self.base(r));
         let mut attempt = 0;
         loop {
-            let result = async {
-                let resp = self.get(r, &url, Some(crate::manifest::ACCEPT), None).await?;
-                let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let body = self.read_capped(&url, resp, crate::manifest::MAX_MANIFEST).await?;
-                Ok((body, ct))
-            }
-            .await;
-            match result {
+            // `get` retries the request itself; here only a body that breaks off is retried.
+            let resp = self.get(r, &url, Some(crate::manifest::ACCEPT), None).await?;
+            let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            match self.read_capped(&url, resp, crate::manifest::MAX_MANIFEST).await {
+                Ok(body) => return Ok((body, ct)),
                 Err(e) if retryable(&e) && attempt < self.opts.retries => {
                     attempt += 1;
                     tokio::time::sleep(self.opts.backoff).await;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }

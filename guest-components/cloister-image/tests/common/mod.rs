@@ -3,6 +3,8 @@
 //! a tree comparison that checks content, types, modes, owners, links and xattrs.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod hostile;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
