@@ -23,12 +23,14 @@
 
 pub mod digest;
 pub mod error;
+pub mod layout;
 pub mod manifest;
 pub mod merge;
 pub mod pipeline;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod secrets;
 pub mod signature;
 pub mod unpack;
 

@@ -153,15 +153,17 @@ fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError
 /// Runs the blocking side of one layer, reading the download from `rx`.
 pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -> Result<LayerStats, ImageError> {
     let chan = ChannelReader { rx, cur: Bytes::new(), done: false, failed: None };
-    let blob = Arc::new(Mutex::new(VerifyingReader::new(chan, job.digest, Some(job.size), format!("layer {}", job.digest))));
+    let blob = VerifyingReader::new(chan, job.digest, Some(job.size), format!("layer {}", job.digest));
     let plain: Box<dyn Read + Send> = match job.decrypt {
-        Some(wrap) => wrap(Box::new(Shared(blob.clone())))?,
-        None => Box::new(Shared(blob.clone())),
+        Some(wrap) => wrap(Box::new(blob))?,
+        None => Box::new(blob),
     };
+    let plain = Arc::new(Mutex::new(plain));
+    let shared = Shared(plain.clone());
     let tar_stream: Box<dyn Read + Send> = match job.compression {
-        Compression::None => plain,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(plain)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(plain).map_err(|e| ImageError::Decompress {
+        Compression::None => Box::new(shared),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(shared)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(shared).map_err(|e| ImageError::Decompress {
             layer: job.digest,
             compression: "zstd",
             why: e.to_string(),
@@ -172,22 +174,23 @@ pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -
     let slot = Arc::new(Mutex::new(None));
     let tap = Tap { inner: diff, slot: slot.clone() };
     let typed = |slot: &Arc<Mutex<Option<io::Error>>>| slot.lock().ok().and_then(|mut s| s.take());
-    // After a failure: if the blob itself is wrong, that is the error to report.
-    let blob_fault = |blob: &Arc<Mutex<VerifyingReader<ChannelReader>>>| -> Option<ImageError> {
-        let mut b = blob.lock().ok()?;
-        if b.verified() {
-            return None;
-        }
-        match io::copy(&mut *b, &mut io::sink()) {
-            Err(e) => match e.into_inner().map(|i| i.downcast::<ImageError>()) {
-                Some(Ok(img)) => Some(*img),
+    // After a failure: if the blob itself is wrong (digest, size, HMAC), that is the error to
+    // report, whichever stage tripped over it first. Reading the rest of the blob finds out.
+    let (layer, compression) = (job.digest, job.compression);
+    let blob_fault = |plain: &Arc<Mutex<Box<dyn Read + Send>>>| -> Option<ImageError> {
+        let mut p = plain.lock().ok()?;
+        match io::copy(&mut *p, &mut io::sink()) {
+            Err(e) => match classify(layer, compression, e) {
+                root @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } | ImageError::Decrypt { .. }) => {
+                    Some(root)
+                }
                 _ => None,
             },
             Ok(_) => None,
         }
     };
     let result = unpack_layer(job.digest, tap, &job.dest, job.opts);
-    let result = result.map_err(|e| match blob_fault(&blob) {
+    let result = result.map_err(|e| match blob_fault(&plain) {
         Some(root) => root,
         None => e,
     });
@@ -197,14 +200,16 @@ pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -
             // the HMAC and the diff_id are checked over all of it.
             if let Err(e) = io::copy(&mut tap, &mut io::sink()) {
                 let e = typed(&slot).unwrap_or(e);
-                return Err(blob_fault(&blob).unwrap_or_else(|| classify(job.digest, job.compression, e)));
+                return Err(blob_fault(&plain).unwrap_or_else(|| classify(job.digest, job.compression, e)));
             }
             if !tap.inner.verified() {
                 return Err(ImageError::BadTar { layer: job.digest, why: "the stream did not reach its end".into() });
             }
             Ok(stats)
         }
-        Err(e @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. })) => Err(e),
+        Err(e @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } | ImageError::Decrypt { .. })) => {
+            Err(e)
+        }
         Err(e) => match typed(&slot) {
             Some(io_err) => Err(classify(job.digest, job.compression, io_err)),
             None => Err(e),

@@ -529,6 +529,22 @@ impl Registry {
         Ok(body)
     }
 
+    /// GET an arbitrary URL (a lookaside signature store) without registry credentials:
+    /// `None` on 404, the body (at most `cap` bytes) on success, an error otherwise.
+    pub async fn fetch_url(&self, url: &str, cap: usize) -> Result<Option<Vec<u8>>, ImageError> {
+        let resp = tokio::time::timeout(self.opts.read_timeout, self.http.get(url).send())
+            .await
+            .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?
+            .map_err(|e| transport(url, &e))?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(ImageError::Status { url: url.to_owned(), status: resp.status().as_u16(), detail: String::new() });
+        }
+        self.read_capped(url, resp, cap).await.map(Some)
+    }
+
     /// The URL of a blob.
     pub fn blob_url(&self, r: &Reference, digest: &Digest) -> String {
         format!("{}/blobs/{digest}", self.base(r))

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use cloister_signature::{
-    BoxFuture, CosignSignature, ImageIdentity, KeySource, LookasideSignatureSource, Policy, SignatureSource, SourceError,
+    BoxFuture, CosignSignature, ImageIdentity, KeySource, LookasideFetcher, LookasideSignatureSource, Policy,
+    RegistriesD, SignatureSource, SourceError,
 };
 
 use crate::digest::Digest;
@@ -31,7 +32,21 @@ pub struct SignatureCheck {
     /// Keys named by the policy (files, or `kbs:///` resources through the data hub).
     pub keys: Arc<dyn KeySource>,
     /// Where simple-signing signatures live (registries.d), if anywhere.
-    pub lookaside: Option<LookasideSignatureSource>,
+    pub registries_d: Option<RegistriesD>,
+}
+
+/// Lookaside signatures over HTTP(S) with the registry client's TLS settings.
+struct HttpLookaside(Registry);
+
+impl LookasideFetcher for HttpLookaside {
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SourceError>> {
+        Box::pin(async move {
+            self.0
+                .fetch_url(url, cloister_signature::simple::MAX_SIGNATURE_SIZE)
+                .await
+                .map_err(|e| SourceError::new(e.to_string()))
+        })
+    }
 }
 
 impl std::fmt::Debug for SignatureCheck {
@@ -54,7 +69,10 @@ impl SignatureCheck {
     /// Evaluates the policy for `r` whose top-level manifest has `digest`.
     pub async fn evaluate(&self, reg: &Registry, r: &Reference, digest: &Digest) -> Result<(), ImageError> {
         let id = identity(r);
-        let sigs = RegistrySignatures { reg, reference: r, lookaside: self.lookaside.as_ref() };
+        let lookaside = self.registries_d.clone().map(|d| {
+            LookasideSignatureSource::new(d).with_fetcher(Arc::new(HttpLookaside(reg.clone())))
+        });
+        let sigs = RegistrySignatures { reg, reference: r, lookaside: lookaside.as_ref() };
         let decision = cloister_signature::evaluate(&self.policy, &id, &digest.to_string(), &sigs, self.keys.as_ref())
             .await
             .map_err(|e| ImageError::Policy(e.to_string()))?;
@@ -98,7 +116,7 @@ impl SignatureSource for RegistrySignatures<'_> {
     ) -> BoxFuture<'a, Result<Vec<Vec<u8>>, SourceError>> {
         Box::pin(async move {
             match self.lookaside {
-                Some(l) => l.simple_signatures(image, manifest_digest).await,
+                Some(l) => l.read(image, manifest_digest).await,
                 None => Ok(Vec::new()),
             }
         })

@@ -14,6 +14,7 @@ macro_rules! outln {
 }
 
 mod emulate;
+mod image;
 mod kbs;
 mod measure;
 mod verify;
@@ -47,6 +48,9 @@ enum Command {
     /// The emulated TEE platform (development and CI only: proves nothing about hardware).
     #[command(subcommand)]
     Emulate(emulate::EmulateCmd),
+    /// Container images as the guest handles them: pull, verify signatures, decrypt, unpack.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Evidence(cmd) => verify::run_evidence(cmd),
         Command::Kbs(args) => kbs::run(args),
         Command::Emulate(cmd) => emulate::run(cmd),
+        Command::Image(cmd) => image::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

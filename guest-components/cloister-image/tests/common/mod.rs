@@ -3,6 +3,7 @@
 //! a tree comparison that checks content, types, modes, owners, links and xattrs.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod fixture;
 pub mod hostile;
 
 use std::collections::BTreeMap;
