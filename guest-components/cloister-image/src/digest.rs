@@ -116,7 +116,12 @@ impl<R: Read> Read for VerifyingReader<R> {
             if let Some(size) = self.size
                 && size != self.count
             {
-                let e = ImageError::SizeMismatch { what: self.what.clone(), declared: size, actual: self.count, more: false };
+                let e = ImageError::SizeMismatch {
+                    what: self.what.clone(),
+                    declared: size,
+                    actual: self.count,
+                    more: false,
+                };
                 return Err(self.fail(e));
             }
             let actual = Digest(self.hasher.clone().finalize().into());
@@ -131,7 +136,8 @@ impl<R: Read> Read for VerifyingReader<R> {
         if let Some(size) = self.size
             && self.count > size
         {
-            let e = ImageError::SizeMismatch { what: self.what.clone(), declared: size, actual: self.count, more: true };
+            let e =
+                ImageError::SizeMismatch { what: self.what.clone(), declared: size, actual: self.count, more: true };
             return Err(self.fail(e));
         }
         self.hasher.update(&buf[..n]);

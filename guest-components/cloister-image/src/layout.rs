@@ -54,14 +54,18 @@ pub fn rewrap_to_attestation_agent(
 ) -> Result<(Digest, usize), ImageError> {
     let index_path = layout.join("index.json");
     let mut index = read_json(&index_path)?;
-    let entries = index.get_mut("manifests").and_then(Value::as_array_mut).ok_or_else(|| cfg("index.json has no manifests"))?;
+    let entries =
+        index.get_mut("manifests").and_then(Value::as_array_mut).ok_or_else(|| cfg("index.json has no manifests"))?;
     let entry = entries
         .iter_mut()
-        .find(|m| m.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1"))).and_then(Value::as_str) == Some(tag))
+        .find(|m| {
+            m.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1"))).and_then(Value::as_str) == Some(tag)
+        })
         .ok_or_else(|| cfg(format!("no image tagged {tag:?} in {}", layout.display())))?;
     let old = Digest::parse(entry.get("digest").and_then(Value::as_str).unwrap_or_default())?;
     let mut manifest = read_json(&blob_path(layout, &old))?;
-    let layers = manifest.get_mut("layers").and_then(Value::as_array_mut).ok_or_else(|| cfg("manifest has no layers"))?;
+    let layers =
+        manifest.get_mut("layers").and_then(Value::as_array_mut).ok_or_else(|| cfg("manifest has no layers"))?;
     let mut count = 0;
     for l in layers.iter_mut() {
         let Some(ann) = l.get_mut("annotations").and_then(Value::as_object_mut) else { continue };
@@ -110,7 +114,9 @@ pub fn layer_annotations(layout: &Path, tag: &str) -> Result<Vec<BTreeMap<String
         .and_then(Value::as_array)
         .map(|ls| {
             ls.iter()
-                .map(|l| serde_json::from_value(l.get("annotations").cloned().unwrap_or(Value::Null)).unwrap_or_default())
+                .map(|l| {
+                    serde_json::from_value(l.get("annotations").cloned().unwrap_or(Value::Null)).unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default())

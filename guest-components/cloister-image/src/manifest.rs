@@ -123,7 +123,7 @@ pub struct RootFs {
 #[derive(Debug, Clone)]
 pub enum Fetched {
     /// A single-platform manifest.
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     /// An index to choose from.
     Index(Index),
 }
@@ -197,7 +197,7 @@ fn parse(content_type: Option<&str>, body: &[u8], image_layers: bool) -> Result<
                 return Err(bad(format!("layer {} names external URLs, which the guest does not fetch", l.digest)));
             }
         }
-        Ok(Fetched::Manifest(m))
+        Ok(Fetched::Manifest(Box::new(m)))
     }
 }
 

@@ -109,7 +109,8 @@ fn copy_entry(s: &Path, d: &Path, m: &fs::Metadata, same_owner: bool, links: &mu
         } else {
             return Err(ImageError::io(s, io::Error::other("sockets are not copied")));
         };
-        rustix::fs::mknodat(CWD, d, kind, Mode::from_raw_mode(0o600), m.rdev()).map_err(|e| ImageError::io(d, e.into()))?;
+        rustix::fs::mknodat(CWD, d, kind, Mode::from_raw_mode(0o600), m.rdev())
+            .map_err(|e| ImageError::io(d, e.into()))?;
     }
     copy_meta(s, d, m, same_owner)?;
     set_mtime(d, u64::try_from(m.mtime()).unwrap_or(0)).map_err(io_at(d))?;

@@ -136,11 +136,9 @@ fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError
             Ok(img) => *img,
             Err(inner) => match inner.downcast::<cloister_ocicrypt::OcicryptError>() {
                 Ok(oc) => ImageError::Decrypt { layer, source: *oc },
-                Err(inner) => ImageError::Decompress {
-                    layer,
-                    compression: compression_name(compression),
-                    why: inner.to_string(),
-                },
+                Err(inner) => {
+                    ImageError::Decompress { layer, compression: compression_name(compression), why: inner.to_string() }
+                }
             },
         },
         None => {
@@ -163,11 +161,13 @@ pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -
     let tar_stream: Box<dyn Read + Send> = match job.compression {
         Compression::None => Box::new(shared),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(shared)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(shared).map_err(|e| ImageError::Decompress {
-            layer: job.digest,
-            compression: "zstd",
-            why: e.to_string(),
-        })?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(shared).map_err(|e| ImageError::Decompress {
+                layer: job.digest,
+                compression: "zstd",
+                why: e.to_string(),
+            })?)
+        }
     };
     let diff =
         VerifyingReader::new(tar_stream, job.diff_id, None, format!("layer {} uncompressed tar (diff_id)", job.digest));
@@ -181,9 +181,9 @@ pub fn run_layer(job: LayerJob, rx: mpsc::Receiver<Result<Bytes, ImageError>>) -
         let mut p = plain.lock().ok()?;
         match io::copy(&mut *p, &mut io::sink()) {
             Err(e) => match classify(layer, compression, e) {
-                root @ (ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } | ImageError::Decrypt { .. }) => {
-                    Some(root)
-                }
+                root @ (ImageError::DigestMismatch { .. }
+                | ImageError::SizeMismatch { .. }
+                | ImageError::Decrypt { .. }) => Some(root),
                 _ => None,
             },
             Ok(_) => None,

@@ -105,38 +105,6 @@ pub struct Resolved {
     pub config: ImageConfig,
 }
 
-/// The private options' `digest` of a layer that was recompressed while being encrypted (skopeo
-/// `--dest-compress-format … --encryption-key …`) is the digest of the blob *before*
-/// recompression (containers/image records the source digest), so it cannot match the plaintext.
-/// Go ocicrypt and containers/image do not check it. We check it, and when only it fails — after
-/// the HMAC over the whole ciphertext verified under the unwrapped key, and with the diff_id
-/// still to be verified after decompression — we log the mismatch instead of refusing the layer.
-struct ToleratePlaintextDigest<R> {
-    inner: cloister_ocicrypt::LayerDecryptReader<R>,
-    layer: Digest,
-    done: bool,
-}
-
-impl<R: std::io::Read> std::io::Read for ToleratePlaintextDigest<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        match self.inner.read(buf) {
-            Err(e) => match cloister_ocicrypt::OcicryptError::from_io(&e) {
-                Some(cloister_ocicrypt::OcicryptError::DigestMismatch { expected, actual }) => {
-                    tracing::warn!(layer = %self.layer, %expected, %actual,
-                        "the encrypted layer's recorded plaintext digest differs (recompressed by its encryptor); HMAC verified, diff_id checked next");
-                    self.done = true;
-                    Ok(0)
-                }
-                _ => Err(e),
-            },
-            other => other,
-        }
-    }
-}
-
 /// Pulls images with one registry client and one set of options.
 pub struct Puller {
     registry: Registry,
@@ -209,12 +177,12 @@ impl Puller {
             None => tracing::warn!(image = %r, "no signature policy configured: accepting the image unverified"),
         }
         let (manifest, image_digest) = match crate::manifest::parse_manifest(ct.as_deref(), &body)? {
-            Fetched::Manifest(m) => (m, top),
+            Fetched::Manifest(m) => (*m, top),
             Fetched::Index(idx) => {
                 let d = crate::manifest::select_platform(&idx, &self.opts.platform)?.clone();
                 let body = self.registry.blob_manifest(r, &d).await?;
                 match crate::manifest::parse_manifest(Some(&d.media_type), &body)? {
-                    Fetched::Manifest(m) => (m, d.digest),
+                    Fetched::Manifest(m) => (*m, d.digest),
                     Fetched::Index(_) => return Err(ImageError::BadManifest("an index inside an index".into())),
                 }
             }
@@ -224,7 +192,10 @@ impl Puller {
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| ImageError::BadManifest(format!("image config {}: {e}", manifest.config.digest)))?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::LayerCount { diff_ids: config.rootfs.diff_ids.len(), layers: manifest.layers.len() });
+            return Err(ImageError::LayerCount {
+                diff_ids: config.rootfs.diff_ids.len(),
+                layers: manifest.layers.len(),
+            });
         }
         Ok(Resolved {
             reference: r.clone(),
@@ -321,9 +292,16 @@ impl Puller {
         let public = enc.public_options.clone();
         let layer = l.digest;
         Ok(Some(Box::new(move |r| {
+            // The private options' `digest` of a layer recompressed while being encrypted (skopeo
+            // `--dest-compress-format … --encryption-key …`) is that of the blob *before*
+            // recompression (containers/image records the source digest); Go ocicrypt and
+            // containers/image never check it. We check it but only warn when it alone fails:
+            // the HMAC over the whole ciphertext has verified under the unwrapped key by then,
+            // and the diff_id (chained to the manifest) is verified after decompression.
             let reader = cloister_ocicrypt::LayerDecryptReader::new(r, &public, &private)
-                .map_err(|source| ImageError::Decrypt { layer, source })?;
-            Ok(Box::new(ToleratePlaintextDigest { inner: reader, layer, done: false }) as Box<dyn std::io::Read + Send>)
+                .map_err(|source| ImageError::Decrypt { layer, source })?
+                .with_digest_check(cloister_ocicrypt::cipher::DigestCheck::WarnOnly);
+            Ok(Box::new(reader) as Box<dyn std::io::Read + Send>)
         })))
     }
 

@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(r.api_host(), "registry-1.docker.io");
         let r = Reference::parse("docker://127.0.0.1:5055/demo/enc:v1").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5055", "demo/enc", Some("v1")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5055", "demo/enc", Some("v1"))
+        );
         let r = Reference::parse("localhost/a/b").unwrap();
         assert_eq!(r.registry, "localhost");
         let d = "sha256:".to_owned() + &"ab".repeat(32);

@@ -87,7 +87,8 @@ impl Credentials {
         for (host, entry) in parsed.auths {
             match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) => {
-                    let decoded = Zeroizing::new(B64.decode(auth.trim()).map_err(|_| bad("an auth value is not base64"))?);
+                    let decoded =
+                        Zeroizing::new(B64.decode(auth.trim()).map_err(|_| bad("an auth value is not base64"))?);
                     let text = std::str::from_utf8(&decoded).map_err(|_| bad("an auth value is not UTF-8"))?;
                     let (u, p) = text.split_once(':').ok_or_else(|| bad("an auth value is not user:password"))?;
                     out.insert(&host, u, p);
@@ -375,7 +376,8 @@ impl Registry {
                     if let Some(s) = ch.params.get("service") {
                         q.append_pair("service", s);
                     }
-                    let scope = ch.params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.repository));
+                    let scope =
+                        ch.params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", r.repository));
                     q.append_pair("scope", &scope);
                 }
                 let mut req = self.http.get(url.clone());
@@ -501,16 +503,31 @@ impl Registry {
         }
         let actual = Digest::of(&body);
         if actual != d.digest {
-            return Err(ImageError::DigestMismatch { what: format!("manifest {}", d.digest), expected: d.digest, actual });
+            return Err(ImageError::DigestMismatch {
+                what: format!("manifest {}", d.digest),
+                expected: d.digest,
+                actual,
+            });
         }
         Ok(body)
     }
 
     /// A small blob (config, signature payload), read whole and checked against `digest`/`size`.
-    pub async fn blob_bytes(&self, r: &Reference, digest: &Digest, size: u64, cap: usize) -> Result<Vec<u8>, ImageError> {
+    pub async fn blob_bytes(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        size: u64,
+        cap: usize,
+    ) -> Result<Vec<u8>, ImageError> {
         let url = self.blob_url(r, digest);
         if size > cap as u64 {
-            return Err(ImageError::SizeMismatch { what: format!("blob {digest}"), declared: size, actual: size, more: false });
+            return Err(ImageError::SizeMismatch {
+                what: format!("blob {digest}"),
+                declared: size,
+                actual: size,
+                more: false,
+            });
         }
         let resp = self.get(r, &url, None, None).await?;
         let body = self.read_capped(&url, resp, size as usize).await?;
@@ -540,7 +557,11 @@ impl Registry {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(ImageError::Status { url: url.to_owned(), status: resp.status().as_u16(), detail: String::new() });
+            return Err(ImageError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+                detail: String::new(),
+            });
         }
         self.read_capped(url, resp, cap).await.map(Some)
     }
@@ -565,7 +586,11 @@ impl Registry {
     }
 
     /// Reads the next chunk of a streaming response, with the read timeout.
-    pub(crate) async fn next_chunk(&self, url: &str, resp: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ImageError> {
+    pub(crate) async fn next_chunk(
+        &self,
+        url: &str,
+        resp: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, ImageError> {
         tokio::time::timeout(self.opts.read_timeout, resp.chunk())
             .await
             .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?

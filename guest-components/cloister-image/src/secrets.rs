@@ -19,7 +19,10 @@ pub struct CdhSecrets(pub Arc<Cdh>);
 impl CdhSecrets {
     /// Fetches `kbs:///repo/type/tag`; `what` names it in errors.
     pub async fn fetch(&self, uri: &str, what: &str) -> Result<Zeroizing<Vec<u8>>, ImageError> {
-        self.0.get_resource(uri).await.map_err(|e| ImageError::Resource { what: format!("{what} {uri}"), why: e.to_string() })
+        self.0
+            .get_resource(uri)
+            .await
+            .map_err(|e| ImageError::Resource { what: format!("{what} {uri}"), why: e.to_string() })
     }
 }
 
@@ -35,11 +38,7 @@ impl KekSource for CdhSecrets {
 impl KeySource for CdhSecrets {
     fn fetch_kbs<'a>(&'a self, uri: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SourceError>> {
         Box::pin(async move {
-            self.0
-                .get_resource(uri)
-                .await
-                .map(|z| z.to_vec())
-                .map_err(|e| SourceError::new(format!("{uri}: {e}")))
+            self.0.get_resource(uri).await.map(|z| z.to_vec()).map_err(|e| SourceError::new(format!("{uri}: {e}")))
         })
     }
 }

@@ -69,9 +69,10 @@ impl SignatureCheck {
     /// Evaluates the policy for `r` whose top-level manifest has `digest`.
     pub async fn evaluate(&self, reg: &Registry, r: &Reference, digest: &Digest) -> Result<(), ImageError> {
         let id = identity(r);
-        let lookaside = self.registries_d.clone().map(|d| {
-            LookasideSignatureSource::new(d).with_fetcher(Arc::new(HttpLookaside(reg.clone())))
-        });
+        let lookaside = self
+            .registries_d
+            .clone()
+            .map(|d| LookasideSignatureSource::new(d).with_fetcher(Arc::new(HttpLookaside(reg.clone()))));
         let sigs = RegistrySignatures { reg, reference: r, lookaside: lookaside.as_ref() };
         let decision = cloister_signature::evaluate(&self.policy, &id, &digest.to_string(), &sigs, self.keys.as_ref())
             .await

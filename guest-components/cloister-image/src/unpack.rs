@@ -96,7 +96,7 @@ pub fn unpack_layer<R: Read>(
     // Directory metadata last, deepest first, so creating children does not disturb mtimes
     // and read-only directories are filled before they become read-only.
     let mut dirs = std::mem::take(&mut ctx.dirs);
-    dirs.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (dir, mtime) in dirs {
         set_mtime(&dir, mtime).map_err(|e| ImageError::io(&dir, e))?;
     }
@@ -221,7 +221,8 @@ fn apply_entry<R: Read>(ctx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Res
         for ext in pax {
             let ext = ext.map_err(|e| tar_err(ctx.layer, e))?;
             let key = ext.key().map_err(|_| ctx.unsafe_entry(&raw_path, "a PAX key is not UTF-8"))?;
-            let num = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
+            let num =
+                || std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
             match key {
                 "uid" => uid = num().ok_or_else(|| ctx.unsafe_entry(&raw_path, "bad PAX uid"))?,
                 "gid" => gid = num().ok_or_else(|| ctx.unsafe_entry(&raw_path, "bad PAX gid"))?,
@@ -273,10 +274,8 @@ fn apply_entry<R: Read>(ctx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Res
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(io_at(&path))?;
-            let written = copy_entry(entry, &mut f, &mut ctx.buf).map_err(|e| ImageError::BadTar {
-                layer: ctx.layer,
-                why: format!("{}: {e}", raw_path.display()),
-            })?;
+            let written = copy_entry(entry, &mut f, &mut ctx.buf)
+                .map_err(|e| ImageError::BadTar { layer: ctx.layer, why: format!("{}: {e}", raw_path.display()) })?;
             ctx.stats.bytes += written;
             drop(f);
             finish_meta(ctx, &path, uid, gid, Some(mode), &xattrs)?;
@@ -297,7 +296,8 @@ fn apply_entry<R: Read>(ctx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Res
                 .map_err(|e| tar_err(ctx.layer, e))?
                 .ok_or_else(|| ctx.unsafe_entry(&raw_path, "hard link without a target"))?
                 .into_owned();
-            let tcomps = clean(&target).map_err(|why| ctx.unsafe_entry(&raw_path, format!("hard link target: {why}")))?;
+            let tcomps =
+                clean(&target).map_err(|why| ctx.unsafe_entry(&raw_path, format!("hard link target: {why}")))?;
             let Some((tname, tparents)) = tcomps.split_last() else {
                 return Err(ctx.unsafe_entry(&raw_path, "hard link to the layer root"));
             };
@@ -328,7 +328,9 @@ fn apply_entry<R: Read>(ctx: &mut Ctx<'_>, entry: &mut tar::Entry<'_, R>) -> Res
                 _ => FileType::Fifo,
             };
             if ft == FileType::CharacterDevice && major == 0 && minor == 0 {
-                return Err(ctx.unsafe_entry(&raw_path, "a 0:0 character device is an overlay whiteout; use .wh. entries"));
+                return Err(
+                    ctx.unsafe_entry(&raw_path, "a 0:0 character device is an overlay whiteout; use .wh. entries")
+                );
             }
             remove_existing(&path, false).map_err(io_at(&path))?;
             rustix::fs::mknodat(CWD, &path, ft, Mode::from_raw_mode(0o600), rustix::fs::makedev(major, minor))

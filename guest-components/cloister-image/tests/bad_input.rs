@@ -92,7 +92,8 @@ fn tampered_blob_and_wrong_diff_id_are_refused() {
     let tar = raw_tar(&[("other.txt", tar::EntryType::Regular, b"other\n", None)]);
     let layout2 = work.path().join("oci2");
     write_layout(&layout2, "v2", &[(tar.clone(), Comp::Gzip)], "amd64");
-    let idx: serde_json::Value = serde_json::from_str(&fs::read_to_string(layout2.join("index.json")).unwrap()).unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(layout2.join("index.json")).unwrap()).unwrap();
     let mh = idx["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
     let manifest = fs::read_to_string(layout2.join("blobs/sha256").join(&mh)).unwrap();
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
@@ -101,13 +102,15 @@ fn tampered_blob_and_wrong_diff_id_are_refused() {
     let bad_config = config.replace(&sha256_hex(&tar), &"0".repeat(64));
     let bch = sha256_hex(bad_config.as_bytes());
     fs::write(layout2.join("blobs/sha256").join(&bch), &bad_config).unwrap();
-    let bad_manifest = manifest.replace(&ch, &bch).replace(&format!("\"size\":{}", config.len()), &format!("\"size\":{}", bad_config.len()));
+    let bad_manifest = manifest
+        .replace(&ch, &bch)
+        .replace(&format!("\"size\":{}", config.len()), &format!("\"size\":{}", bad_config.len()));
     let bmh = sha256_hex(bad_manifest.as_bytes());
     fs::write(layout2.join("blobs/sha256").join(&bmh), &bad_manifest).unwrap();
-    let index = fs::read_to_string(layout2.join("index.json")).unwrap().replace(&mh, &bmh).replace(
-        &format!("\"size\":{}", manifest.len()),
-        &format!("\"size\":{}", bad_manifest.len()),
-    );
+    let index = fs::read_to_string(layout2.join("index.json"))
+        .unwrap()
+        .replace(&mh, &bmh)
+        .replace(&format!("\"size\":{}", manifest.len()), &format!("\"size\":{}", bad_manifest.len()));
     fs::write(layout2.join("index.json"), index).unwrap();
     reg.push(&layout2, "v2", "demo/t:v2", &[]);
     let err = pull(&reg.host, "demo/t:v2", &out).unwrap_err();
@@ -183,7 +186,8 @@ fn hostile_registry_errors_are_precise() {
     let layer = compress(&raw_tar(&[("a", tar::EntryType::Regular, b"abc", None)]), Comp::Gzip);
     let ld = Digest::of(&layer);
     let tar_digest = Digest::of(&raw_tar(&[("a", tar::EntryType::Regular, b"abc", None)]));
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{tar_digest}"]}}}}"#);
+    let config =
+        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{tar_digest}"]}}}}"#);
     let cd = Digest::of(config.as_bytes());
     let config_len = config.len();
     let manifest_with = move |size: i64| {
@@ -220,12 +224,16 @@ fn hostile_registry_errors_are_precise() {
         })
     };
     let out = work.path().join("rootfs");
-    let true_size = i64::try_from(compress(&raw_tar(&[("a", tar::EntryType::Regular, b"abc", None)]), Comp::Gzip).len()).unwrap();
+    let true_size =
+        i64::try_from(compress(&raw_tar(&[("a", tar::EntryType::Regular, b"abc", None)]), Comp::Gzip).len()).unwrap();
 
     // 500s: retried, then reported with status and body.
     let h = serve(true_size, "500");
     let err = pull(&h.host, "demo/x:v1", &out).unwrap_err();
-    assert!(matches!(&err, ImageError::Status { status: 500, detail, .. } if detail.contains("internal error")), "{err}");
+    assert!(
+        matches!(&err, ImageError::Status { status: 500, detail, .. } if detail.contains("internal error")),
+        "{err}"
+    );
     assert_eq!(h.requests.lock().unwrap().iter().filter(|l| l.contains("/manifests/")).count(), 3, "1 + 2 retries");
 
     // A registry that accepts and never answers: a timeout, not a hang.

@@ -31,9 +31,15 @@ fn keys(dir: &Path) -> Keys {
     let p = |n: &str| dir.join(n);
     run(Command::new("openssl").args(["genrsa", "-out"]).arg(p("rsa.pem")).arg("2048"));
     run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(p("rsa.pem")).arg("-out").arg(p("rsa.pub")));
-    run(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(p("ec1.pem")));
+    run(Command::new("openssl")
+        .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+        .arg(p("ec1.pem")));
     run(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(p("ec1.pem")).arg("-out").arg(p("ec.pub")));
-    run(Command::new("openssl").args(["pkcs8", "-topk8", "-nocrypt", "-in"]).arg(p("ec1.pem")).arg("-out").arg(p("ec.pem")));
+    run(Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+        .arg(p("ec1.pem"))
+        .arg("-out")
+        .arg(p("ec.pem")));
     Keys { rsa_pem: p("rsa.pem"), rsa_pub: p("rsa.pub"), ec_pem: p("ec.pem"), ec_pub: p("ec.pub") }
 }
 
@@ -41,7 +47,12 @@ fn key(path: &Path) -> JwePrivateKey {
     JwePrivateKey::from_bytes(&fs::read(path).unwrap()).unwrap()
 }
 
-fn pull_with(reg: &TestRegistry, repo: &str, decrypt: DecryptConfig, out: &Path) -> Result<cloister_image::PulledImage, ImageError> {
+fn pull_with(
+    reg: &TestRegistry,
+    repo: &str,
+    decrypt: DecryptConfig,
+    out: &Path,
+) -> Result<cloister_image::PulledImage, ImageError> {
     let ro = RegistryOptions { insecure_http_hosts: vec![reg.host.clone()], ..RegistryOptions::default() };
     let p = Puller::new(Registry::new(ro).unwrap(), PullOptions { decrypt, ..PullOptions::default() });
     rt().block_on(p.pull(&Reference::parse(&format!("{}/{repo}", reg.host)).unwrap(), out))
@@ -137,7 +148,9 @@ fn tampered_ciphertext_is_caught_by_the_hmac() {
         other => panic!("expected an HMAC failure, got {other}"),
     }
     assert!(!out.exists());
-    assert!(fs::read_dir(work.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".cloister")));
+    assert!(
+        fs::read_dir(work.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".cloister"))
+    );
 }
 
 #[test]
@@ -157,9 +170,14 @@ fn attestation_agent_provider_layers_unwrap_through_a_kek_source() {
         .arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("oci:{}:v1", enc.display())));
     let kek = [7u8; 32];
-    let (_, n) =
-        cloister_image::layout::rewrap_to_attestation_agent(&enc, "v1", &[key(&k.rsa_pem)], &kek, "kbs:///default/key/k1")
-            .unwrap();
+    let (_, n) = cloister_image::layout::rewrap_to_attestation_agent(
+        &enc,
+        "v1",
+        &[key(&k.rsa_pem)],
+        &kek,
+        "kbs:///default/key/k1",
+    )
+    .unwrap();
     assert_eq!(n, 2);
     let anns = cloister_image::layout::layer_annotations(&enc, "v1").unwrap();
     assert!(anns.iter().all(|a| a.contains_key("org.opencontainers.image.enc.keys.provider.attestation-agent")
@@ -191,4 +209,3 @@ fn base64_std(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
-

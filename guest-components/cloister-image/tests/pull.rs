@@ -39,11 +39,9 @@ fn gzip_zstd_and_plain_layers_unpack_to_the_source_tree() {
     let fx = fixture();
     let reg = TestRegistry::start();
     let rt = rt();
-    for (tag, comps) in [
-        ("gz", [Comp::Gzip, Comp::Gzip]),
-        ("zst", [Comp::Zstd, Comp::Zstd]),
-        ("mixed", [Comp::None, Comp::Zstd]),
-    ] {
+    for (tag, comps) in
+        [("gz", [Comp::Gzip, Comp::Gzip]), ("zst", [Comp::Zstd, Comp::Zstd]), ("mixed", [Comp::None, Comp::Zstd])]
+    {
         let layout = fx.dir.path().join(format!("oci-{tag}"));
         write_layout(&layout, tag, &[(tar_dir(&fx.l1), comps[0]), (tar_dir(&fx.l2), comps[1])], "amd64");
         reg.push(&layout, tag, &format!("demo/img:{tag}"), &[]);
@@ -101,7 +99,9 @@ fn index_selects_the_platform_and_tls_basic_auth_works() {
     for m in ms.iter_mut() {
         m.as_object_mut().unwrap().remove("annotations");
     }
-    let index = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":ms}).to_string();
+    let index =
+        serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":ms})
+            .to_string();
     let ih = sha256_hex(index.as_bytes());
     fs::write(layout.join("blobs/sha256").join(&ih), &index).unwrap();
     let top = serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":format!("sha256:{ih}"),"size":index.len(),"annotations":{"org.opencontainers.image.ref.name":"multi"}}]});
@@ -149,11 +149,17 @@ fn layer_store_reuses_unpacked_layers() {
     let opts = || PullOptions { layer_store: Some(store.clone()), ..PullOptions::default() };
     let rt = rt();
     let a = rt
-        .block_on(puller(&reg, opts()).pull(&Reference::parse(&format!("{}/demo/a:v1", reg.host)).unwrap(), &fx.dir.path().join("a")))
+        .block_on(
+            puller(&reg, opts())
+                .pull(&Reference::parse(&format!("{}/demo/a:v1", reg.host)).unwrap(), &fx.dir.path().join("a")),
+        )
         .unwrap();
     assert!(a.layers.iter().all(|l| !l.reused));
     let b = rt
-        .block_on(puller(&reg, opts()).pull(&Reference::parse(&format!("{}/demo/b:v2", reg.host)).unwrap(), &fx.dir.path().join("b")))
+        .block_on(
+            puller(&reg, opts())
+                .pull(&Reference::parse(&format!("{}/demo/b:v2", reg.host)).unwrap(), &fx.dir.path().join("b")),
+        )
         .unwrap();
     assert!(b.layers[0].reused, "the base layer comes from the store");
     assert_same_tree(&fx.expected, &fx.dir.path().join("a"));

@@ -119,7 +119,8 @@ async fn pull(a: PullArgs) -> Result<()> {
     let mut ro = RegistryOptions { insecure_http_hosts: a.insecure_registries.clone(), ..RegistryOptions::default() };
     for ca in &a.registry_cas {
         let pem = read(ca)?;
-        let der = cloister_kbs_protocol::admin::pem_or_der(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
+        let der =
+            cloister_kbs_protocol::admin::pem_or_der(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
         ro.extra_ca_der.push(der.to_vec());
     }
     if let Some(loc) = a.auth.clone() {
@@ -145,7 +146,8 @@ async fn pull(a: PullArgs) -> Result<()> {
         let src = cloister_ocicrypt::OfflineKekSource::from_files(&[p])?;
         decrypt.providers.push(Arc::new(AttestationAgentProvider::new(src)) as Arc<dyn KeyProvider>);
     }
-    let kp_config = a.keyprovider_config.clone().or_else(|| std::env::var_os("OCICRYPT_KEYPROVIDER_CONFIG").map(PathBuf::from));
+    let kp_config =
+        a.keyprovider_config.clone().or_else(|| std::env::var_os("OCICRYPT_KEYPROVIDER_CONFIG").map(PathBuf::from));
     if let Some(path) = kp_config {
         let cfg = cloister_ocicrypt::KeyProviderConfig::from_file(&path)?;
         for (name, entry) in cfg.key_providers.iter() {
@@ -188,7 +190,9 @@ async fn pull(a: PullArgs) -> Result<()> {
             let parts: Vec<&str> = p.split('/').collect();
             match parts.as_slice() {
                 [os, arch] => Platform { os: (*os).into(), architecture: (*arch).into(), variant: None },
-                [os, arch, v] => Platform { os: (*os).into(), architecture: (*arch).into(), variant: Some((*v).into()) },
+                [os, arch, v] => {
+                    Platform { os: (*os).into(), architecture: (*arch).into(), variant: Some((*v).into()) }
+                }
                 _ => bail!("--platform must be os/arch[/variant]"),
             }
         }

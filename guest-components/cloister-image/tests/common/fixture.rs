@@ -80,4 +80,3 @@ pub fn fixture() -> Fixture {
     fs::remove_file(expected.join("usr/share/doc/.wh..wh..opq")).unwrap();
     Fixture { dir, l1, l2, expected }
 }
-

@@ -1,0 +1,305 @@
+//! The guest image-pull acceptance test, with real components only: `cloister-kbs` (embedded
+//! defaults), Debian's `docker-registry`, an image encrypted by Debian's `skopeo` and re-wrapped
+//! for CoCo's `attestation-agent` key provider (its key-encryption key stored in the KBS), and
+//! `cloister image pull` attesting with the emulated SEV-SNP platform. The layer key is released
+//! only to an attested guest; the signature policy comes from the KBS too, and a policy that
+//! cannot be fetched stops the pull.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloister_e2e::{KbsProcess, binary, run};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+struct Registry {
+    child: std::process::Child,
+    host: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    fs::write(
+        dir.join("reg.yml"),
+        format!("version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {host}}}\n", dir.join("reg").display()),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("reg.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&host).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Registry { child, host }
+}
+
+/// A one-layer OCI layout of `src` (GNU tar + gzip), tag `v1`.
+fn layout_of(src: &Path, layout: &Path) {
+    let tar = Command::new("tar")
+        .args(["--numeric-owner", "--sort=name", "-C"])
+        .arg(src)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap()
+        .stdout;
+    let mut gz = Command::new("gzip").args(["-n", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        gz.stdin.take().unwrap().write_all(&tar).unwrap();
+    }
+    let gz = gz.wait_with_output().unwrap().stdout;
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h = sha(b);
+        fs::write(blobs.join(&h), b).unwrap();
+        h
+    };
+    let lh = put(&gz);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
+        sha(&tar)
+    );
+    let ch = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{lh}","size":{}}}]}}"#,
+        config.len(),
+        gz.len()
+    );
+    let mh = put(manifest.as_bytes());
+    fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn encrypted_image_opens_only_after_attestation() {
+    let (Some(cloister), Some(kbs_bin)) = (binary("cloister"), binary("cloister-kbs")) else { return };
+    for tool in ["skopeo", "docker-registry", "openssl", "tar", "gzip"] {
+        if !have(tool) {
+            if std::env::var_os("CI").is_some() {
+                panic!("{tool} missing in CI");
+            }
+            eprintln!("skipping: {tool} not installed");
+            return;
+        }
+    }
+    if !Path::new(OVMF).exists() {
+        eprintln!("skipping: {OVMF} not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The tenant's image: encrypted by skopeo (JWE), re-wrapped so its layer key is the KBS
+    // resource default/key/image-kek.
+    let src = d.join("src");
+    fs::create_dir_all(src.join("app")).unwrap();
+    fs::write(src.join("app/config.txt"), "the confidential workload\n").unwrap();
+    layout_of(&src, &d.join("plain"));
+    ok(&run(Command::new("openssl").args(["genrsa", "-out"]).arg(d.join("rsa.pem")).arg("2048")), "genrsa");
+    ok(
+        &run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(d.join("rsa.pem"))
+            .arg("-out")
+            .arg(d.join("rsa.pub"))),
+        "rsa",
+    );
+    ok(
+        &run(Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--encryption-key"])
+            .arg(format!("jwe:{}", d.join("rsa.pub").display()))
+            .arg(format!("oci:{}:v1", d.join("plain").display()))
+            .arg(format!("oci:{}:v1", d.join("enc").display()))),
+        "skopeo encrypt",
+    );
+    let kek = [0x5au8; 32];
+    fs::write(d.join("kek.bin"), kek).unwrap();
+    let key = cloister_ocicrypt::JwePrivateKey::from_bytes(&fs::read(d.join("rsa.pem")).unwrap()).unwrap();
+    let (_, n) = cloister_image::layout::rewrap_to_attestation_agent(
+        &d.join("enc"),
+        "v1",
+        &[key],
+        &kek,
+        "kbs:///default/key/image-kek",
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    let reg = start_registry(d);
+    ok(
+        &run(Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", d.join("enc").display()))
+            .arg(format!("docker://{}/tenant/app:v1", reg.host))),
+        "skopeo push",
+    );
+
+    // The key broker with the emulated platform's root, the KEK and an image policy.
+    ok(&run(Command::new(&cloister).args(["emulate", "init", "--dir"]).arg(d.join("platform"))), "emulate init");
+    let roots = ok(
+        &run(Command::new(&cloister).args(["emulate", "kbs-config", "--dir"]).arg(d.join("platform"))),
+        "kbs-config",
+    );
+    let kbs = KbsProcess::start(
+        &kbs_bin,
+        d,
+        &format!("[http_server]\nsockets = [\"127.0.0.1:0\"]\nauth_rate_limit = 0\n{roots}"),
+    )
+    .unwrap();
+    let fp = kbs.cert_sha256.clone().unwrap();
+    let admin = |args: &[&str]| {
+        let mut c = Command::new(&cloister);
+        c.args(["kbs", "--url", &kbs.url, "--cert-sha256", &fp, "config", "--admin-key"])
+            .arg(&kbs.admin_key)
+            .args(args);
+        run(&mut c)
+    };
+    let m = ok(
+        &run(Command::new(&cloister).args([
+            "measure",
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--ovmf",
+            OVMF,
+            "--output",
+            "json",
+        ])),
+        "measure",
+    );
+    fs::write(d.join("measure.json"), &m).unwrap();
+    let measurement = serde_json::from_str::<Value>(&m).unwrap()["measurement"].as_str().unwrap().to_owned();
+    ok(&admin(&["set-reference-values", "--file", d.join("measure.json").to_str().unwrap()]), "reference values");
+    ok(
+        &admin(&[
+            "set-resource",
+            "--path",
+            "default/key/image-kek",
+            "--resource-file",
+            d.join("kek.bin").to_str().unwrap(),
+        ]),
+        "kek",
+    );
+    let policy = format!(
+        r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/tenant":[{{"type":"insecureAcceptAnything"}}]}}}}}}"#,
+        reg.host
+    );
+    fs::write(d.join("policy.json"), policy).unwrap();
+    ok(
+        &admin(&[
+            "set-resource",
+            "--path",
+            "default/policy/images",
+            "--resource-file",
+            d.join("policy.json").to_str().unwrap(),
+        ]),
+        "policy",
+    );
+
+    let pull = |policy: &str, out: &Path| {
+        let mut c = Command::new(&cloister);
+        c.args([
+            "image",
+            "pull",
+            "--kbs",
+            &kbs.url,
+            "--kbs-cert-sha256",
+            &fp,
+            "--tee",
+            "emulated-snp",
+            "--measurement",
+            &measurement,
+        ])
+        .arg("--emulated-dir")
+        .arg(d.join("platform"))
+        .args(["--insecure-registry", &reg.host, "--policy", policy])
+        .arg(format!("docker://{}/tenant/app:v1", reg.host))
+        .arg("--rootfs")
+        .arg(out);
+        run(&mut c)
+    };
+
+    // 1. Default broker policies: the emulated guest is not trusted, the KEK is withheld, the
+    //    layer stays sealed and no rootfs appears.
+    let out = d.join("rootfs");
+    let o = pull("kbs:///default/policy/images", &out);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("403") || err.contains("PolicyDeny"), "{err}");
+    assert!(!out.exists());
+
+    // 2. Policies trusting the emulated TEE: the guest attests, gets the policy and the KEK,
+    //    and the image opens.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    ok(
+        &admin(&[
+            "set-attestation-policy",
+            "--policy-file",
+            repo.join("attestation/emulated_cpu.rego").to_str().unwrap(),
+        ]),
+        "att policy",
+    );
+    ok(
+        &admin(&["set-resource-policy", "--policy-file", repo.join("resource/emulated.rego").to_str().unwrap()]),
+        "res policy",
+    );
+    let report = ok(&pull("kbs:///default/policy/images", &out), "image pull");
+    let v: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["layers"][0]["encrypted"], true, "{report}");
+    assert_eq!(fs::read_to_string(out.join("app/config.txt")).unwrap(), "the confidential workload\n");
+
+    // 3. A signature policy that cannot be fetched: fail closed, before any layer.
+    let out2 = d.join("rootfs2");
+    let o = pull("kbs:///default/policy/missing", &out2);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("signature policy"), "{err}");
+    assert!(!out2.exists());
+}
