@@ -26,6 +26,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod merge;
+pub mod overlay;
 pub mod pipeline;
 pub mod pull;
 pub mod reference;

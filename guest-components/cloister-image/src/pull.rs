@@ -214,12 +214,6 @@ impl Puller {
         std::fs::create_dir_all(&parent).map_err(|e| ImageError::io(&parent, e))?;
         let resolved = self.resolve(r).await?;
 
-        // Unwrap every layer key before downloading anything: a missing key fails fast.
-        let mut wraps: Vec<Option<DecryptWrap>> = Vec::new();
-        for l in &resolved.manifest.layers {
-            wraps.push(self.decryptor(l).await?);
-        }
-
         // Layer directories: the persistent store, or a temporary one beside the rootfs.
         let (store, _store_cleanup) = match &self.opts.layer_store {
             Some(s) => (s.clone(), Cleanup(None)),
@@ -228,13 +222,7 @@ impl Puller {
                 (p.clone(), Cleanup(Some(p)))
             }
         };
-        let layers_dir = store.join("layers");
-        let tmp_dir = store.join("tmp");
-        for d in [&layers_dir, &tmp_dir] {
-            std::fs::create_dir_all(d).map_err(|e| ImageError::io(d, e))?;
-        }
-
-        let reports = self.fetch_layers(&resolved, wraps, &layers_dir, &tmp_dir).await?;
+        let (reports, layers_dir) = self.fetch_into(&resolved, &store).await?;
 
         // Assemble the rootfs beside its destination, then rename it into place.
         // Layers are moved in when nothing keeps them (and they do not occur again higher up).
@@ -277,6 +265,38 @@ impl Puller {
             layers: reports,
             rootfs: rootfs.to_path_buf(),
         })
+    }
+
+    /// Unwraps the layer keys, then downloads and unpacks the missing layers into
+    /// `<store>/layers/<diff_id hex>`.
+    async fn fetch_into(&self, resolved: &Resolved, store: &Path) -> Result<(Vec<LayerReport>, PathBuf), ImageError> {
+        // Unwrap every layer key before downloading anything: a missing key fails fast.
+        let mut wraps: Vec<Option<DecryptWrap>> = Vec::new();
+        for l in &resolved.manifest.layers {
+            wraps.push(self.decryptor(l).await?);
+        }
+        let layers_dir = store.join("layers");
+        let tmp_dir = store.join("tmp");
+        for d in [&layers_dir, &tmp_dir] {
+            std::fs::create_dir_all(d).map_err(|e| ImageError::io(d, e))?;
+        }
+        let reports = self.fetch_layers(resolved, wraps, &layers_dir, &tmp_dir).await?;
+        Ok((reports, layers_dir))
+    }
+
+    /// Pulls `r` into the layer store only (which must be configured), for mounting with
+    /// [`crate::overlay::mount_overlay`]: returns the resolved image, the layer reports and the
+    /// layer directories, bottom first.
+    pub async fn pull_layers(&self, r: &Reference) -> Result<(Resolved, Vec<LayerReport>, Vec<PathBuf>), ImageError> {
+        let store = self
+            .opts
+            .layer_store
+            .clone()
+            .ok_or_else(|| ImageError::Config("pulling for an overlay needs a layer store".into()))?;
+        let resolved = self.resolve(r).await?;
+        let (reports, layers_dir) = self.fetch_into(&resolved, &store).await?;
+        let dirs = reports.iter().map(|l| layers_dir.join(l.diff_id.hex())).collect();
+        Ok((resolved, reports, dirs))
     }
 
     async fn decryptor(&self, l: &Descriptor) -> Result<Option<DecryptWrap>, ImageError> {

@@ -168,3 +168,34 @@ fn layer_store_reuses_unpacked_layers() {
     assert_eq!(fs::read_dir(store.join("layers")).unwrap().count(), 2);
     assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn overlay_mount_of_the_layer_store_matches_the_flat_rootfs() {
+    if skip_without(&["skopeo", "docker-registry", "gzip", "tar"]) {
+        return;
+    }
+    let fx = fixture();
+    let reg = TestRegistry::start();
+    let layout = fx.dir.path().join("oci");
+    write_layout(&layout, "v1", &[(tar_dir(&fx.l1), Comp::Gzip), (tar_dir(&fx.l2), Comp::Gzip)], "amd64");
+    reg.push(&layout, "v1", "demo/ovl:v1", &[]);
+    let store = fx.dir.path().join("store");
+    let p = puller(&reg, PullOptions { layer_store: Some(store.clone()), ..PullOptions::default() });
+    let r = Reference::parse(&format!("{}/demo/ovl:v1", reg.host)).unwrap();
+    let (_, reports, dirs) = rt().block_on(p.pull_layers(&r)).unwrap();
+    assert_eq!((reports.len(), dirs.len()), (2, 2));
+    let (upper, work, target) = (fx.dir.path().join("upper"), fx.dir.path().join("work"), fx.dir.path().join("merged"));
+    for d in [&upper, &work, &target] {
+        fs::create_dir(d).unwrap();
+    }
+    // The kernel's overlayfs is the oracle for the layer format (whiteouts, opaque directories).
+    if let Err(e) = cloister_image::overlay::mount_overlay(&dirs, &upper, &work, &target) {
+        // Mounting needs CAP_SYS_ADMIN and overlayfs, which a container may not grant.
+        eprintln!("skipping: cannot mount overlayfs here: {e}");
+        return;
+    }
+    let got = describe(&target);
+    cloister_image::overlay::unmount(&target).unwrap();
+    let d = diff(&describe(&fx.expected), &got);
+    assert!(d.is_empty(), "overlay view differs:\n{}", d.join("\n"));
+}

@@ -80,6 +80,10 @@ pub struct PullArgs {
     /// Layers downloaded and unpacked at once.
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
+    /// Mount the image at --rootfs as overlayfs over the layer store (needs --layer-store and
+    /// root); the writable layer goes to `<rootfs>.upper` and `<rootfs>.work`.
+    #[arg(long, requires = "layer_store")]
+    overlay: bool,
 }
 
 pub fn run(cmd: ImageCmd) -> Result<()> {
@@ -208,6 +212,30 @@ async fn pull(a: PullArgs) -> Result<()> {
     };
     let puller = Puller::new(Registry::new(ro)?, opts);
     let started = std::time::Instant::now();
+    if a.overlay {
+        let (resolved, reports, dirs) = puller.pull_layers(&reference).await?;
+        let sibling = |suffix: &str| {
+            let mut p = a.rootfs.clone().into_os_string();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let (upper, work) = (sibling(".upper"), sibling(".work"));
+        for d in [&a.rootfs, &upper, &work] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        cloister_image::overlay::mount_overlay(&dirs, &upper, &work, &a.rootfs)?;
+        let out = json!({
+            "image": resolved.reference.to_string(),
+            "manifest_digest": resolved.manifest_digest.to_string(),
+            "config_digest": resolved.config_digest.to_string(),
+            "rootfs": a.rootfs.display().to_string(),
+            "upper": upper.display().to_string(),
+            "layers": reports.iter().map(|l| json!({"digest": l.digest.to_string(), "reused": l.reused})).collect::<Vec<_>>(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
+        return Ok(());
+    }
     let pulled = puller.pull(&reference, &a.rootfs).await?;
     let layers: Vec<_> = pulled
         .layers
