@@ -292,3 +292,45 @@ fn a_broken_download_resumes_with_a_range_request() {
     assert!(proxy.saw_range.load(Ordering::SeqCst), "the retry asked for the rest only");
     assert_eq!(fs::read(out.join("big.bin")).unwrap(), big);
 }
+
+#[test]
+fn one_bad_layer_among_several_leaves_only_verified_layers() {
+    if skip_without(&["skopeo", "docker-registry", "gzip", "tar"]) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    let good = raw_tar(&[("good.txt", tar::EntryType::Regular, b"good\n", None)]);
+    let mut big = vec![0u8; 1 << 20];
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    let bad = raw_tar(&[("bad.bin", tar::EntryType::Regular, &big, None)]);
+    let third = raw_tar(&[("third.txt", tar::EntryType::Regular, b"third\n", None)]);
+    let layout = work.path().join("oci");
+    write_layout(&layout, "v1", &[(good, Comp::Gzip), (bad.clone(), Comp::Gzip), (third, Comp::Zstd)], "amd64");
+    reg.push(&layout, "v1", "demo/three:v1", &[]);
+    let blob = reg.blob_path(&sha256_hex(&compress(&bad, Comp::Gzip)));
+    let mut data = fs::read(&blob).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&blob, &data).unwrap();
+
+    let store = work.path().join("store");
+    let p = Puller::new(
+        Registry::new(fast_opts(&reg.host)).unwrap(),
+        PullOptions { layer_store: Some(store.clone()), ..PullOptions::default() },
+    );
+    let out = work.path().join("rootfs");
+    let err =
+        rt().block_on(p.pull(&Reference::parse(&format!("{}/demo/three:v1", reg.host)).unwrap(), &out)).unwrap_err();
+    assert!(matches!(&err, ImageError::DigestMismatch { what, .. } if what.starts_with("layer")), "{err}");
+    assert!(!out.exists());
+    // No partial layer anywhere; only layers that verified completely may stay in the store.
+    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    for e in fs::read_dir(store.join("layers")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert_ne!(name, sha256_hex(&bad), "the tampered layer must not be in the store");
+    }
+    assert_clean(work.path(), &["oci", "store"]);
+}
