@@ -39,12 +39,17 @@ fn gzip_zstd_and_plain_layers_unpack_to_the_source_tree() {
     let fx = fixture();
     let reg = TestRegistry::start();
     let rt = rt();
-    for (tag, comps) in
-        [("gz", [Comp::Gzip, Comp::Gzip]), ("zst", [Comp::Zstd, Comp::Zstd]), ("mixed", [Comp::None, Comp::Zstd])]
-    {
+    let none: &[&str] = &[];
+    for (tag, comps, extra) in [
+        ("gz", [Comp::Gzip, Comp::Gzip], none),
+        ("zst", [Comp::Zstd, Comp::Zstd], none),
+        ("mixed", [Comp::None, Comp::Zstd], none),
+        // Docker schema 2 media types (manifest and rootfs.diff.tar.gzip layers).
+        ("docker", [Comp::Gzip, Comp::Gzip], &["--format", "v2s2"][..]),
+    ] {
         let layout = fx.dir.path().join(format!("oci-{tag}"));
         write_layout(&layout, tag, &[(tar_dir(&fx.l1), comps[0]), (tar_dir(&fx.l2), comps[1])], "amd64");
-        reg.push(&layout, tag, &format!("demo/img:{tag}"), &[]);
+        reg.push(&layout, tag, &format!("demo/img:{tag}"), extra);
         let p = puller(&reg, PullOptions::default());
         let out = fx.dir.path().join(format!("rootfs-{tag}"));
         let r = Reference::parse(&format!("docker://{}/demo/img:{tag}", reg.host)).unwrap();
