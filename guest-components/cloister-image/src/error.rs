@@ -89,13 +89,13 @@ pub enum ImageError {
     #[error("signature policy: {0}")]
     Policy(String),
     /// A layer could not be decrypted.
-    #[error("layer {layer}: decryption: {source}")]
+    // The cause is in the message (not chained), so `{:#}` does not print it twice.
+    #[error("layer {layer}: decryption: {cause}")]
     Decrypt {
         /// Layer digest.
         layer: Digest,
         /// Why.
-        #[source]
-        source: cloister_ocicrypt::OcicryptError,
+        cause: cloister_ocicrypt::OcicryptError,
     },
     /// An encrypted layer was found and no decryption key is configured.
     #[error("layer {0} is encrypted and no decryption key or key provider is configured")]
@@ -148,13 +148,12 @@ pub enum ImageError {
     #[error("configuration: {0}")]
     Config(String),
     /// Local filesystem error.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {error}", .path.display())]
     Io {
         /// Where.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The destination exists and is not an empty directory.
     #[error("{}: exists and is not an empty directory (refusing to overwrite)", .0.display())]
@@ -163,7 +162,7 @@ pub enum ImageError {
 
 impl ImageError {
     /// An I/O error at `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Self::Io { path: path.into(), error }
     }
 }

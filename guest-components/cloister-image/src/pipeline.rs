@@ -135,7 +135,7 @@ fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError
         Some(inner) => match inner.downcast::<ImageError>() {
             Ok(img) => *img,
             Err(inner) => match inner.downcast::<cloister_ocicrypt::OcicryptError>() {
-                Ok(oc) => ImageError::Decrypt { layer, source: *oc },
+                Ok(oc) => ImageError::Decrypt { layer, cause: *oc },
                 Err(inner) => {
                     ImageError::Decompress { layer, compression: compression_name(compression), why: inner.to_string() }
                 }

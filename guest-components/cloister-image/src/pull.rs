@@ -301,14 +301,14 @@ impl Puller {
 
     async fn decryptor(&self, l: &Descriptor) -> Result<Option<DecryptWrap>, ImageError> {
         let enc = EncryptedLayer::parse(&l.media_type, &l.annotations)
-            .map_err(|source| ImageError::Decrypt { layer: l.digest, source })?;
+            .map_err(|cause| ImageError::Decrypt { layer: l.digest, cause })?;
         let Some(enc) = enc else { return Ok(None) };
         if self.opts.decrypt.is_empty() {
             return Err(ImageError::EncryptedNoKey(l.digest));
         }
         let private = cloister_ocicrypt::unwrap_private_options(&enc, &self.opts.decrypt)
             .await
-            .map_err(|source| ImageError::Decrypt { layer: l.digest, source })?;
+            .map_err(|cause| ImageError::Decrypt { layer: l.digest, cause })?;
         let public = enc.public_options.clone();
         let layer = l.digest;
         Ok(Some(Box::new(move |r| {
@@ -319,7 +319,7 @@ impl Puller {
             // the HMAC over the whole ciphertext has verified under the unwrapped key by then,
             // and the diff_id (chained to the manifest) is verified after decompression.
             let reader = cloister_ocicrypt::LayerDecryptReader::new(r, &public, &private)
-                .map_err(|source| ImageError::Decrypt { layer, source })?
+                .map_err(|cause| ImageError::Decrypt { layer, cause })?
                 .with_digest_check(cloister_ocicrypt::cipher::DigestCheck::WarnOnly);
             Ok(Box::new(reader) as Box<dyn std::io::Read + Send>)
         })))

@@ -144,7 +144,7 @@ fn tampered_ciphertext_is_caught_by_the_hmac() {
     let out = work.path().join("rootfs");
     let err = pull_with(&reg, "demo/tampered:v1", jwe(&[&k.rsa_pem]), &out).unwrap_err();
     match &err {
-        ImageError::Decrypt { source, .. } => assert!(source.to_string().to_lowercase().contains("hmac"), "{err}"),
+        ImageError::Decrypt { cause, .. } => assert!(cause.to_string().to_lowercase().contains("hmac"), "{err}"),
         other => panic!("expected an HMAC failure, got {other}"),
     }
     assert!(!out.exists());

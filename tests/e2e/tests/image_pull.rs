@@ -295,7 +295,39 @@ fn encrypted_image_opens_only_after_attestation() {
     assert_eq!(v["layers"][0]["encrypted"], true, "{report}");
     assert_eq!(fs::read_to_string(out.join("app/config.txt")).unwrap(), "the confidential workload\n");
 
-    // 3. A signature policy that cannot be fetched: fail closed, before any layer.
+    // 3. The same key through the ocicrypt `cmd` key-provider protocol: `cloister image
+    //    keyprovider` attests and unwraps; the pull itself has no KBS access.
+    let script = d.join("keyprovider.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec '{}' image keyprovider --kbs '{}' --kbs-cert-sha256 '{}' --tee emulated-snp --measurement '{}' --emulated-dir '{}'\n",
+            cloister.display(),
+            kbs.url,
+            fp,
+            measurement,
+            d.join("platform").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(
+        d.join("ocicrypt.json"),
+        format!(r#"{{"key-providers":{{"attestation-agent":{{"cmd":{{"path":"{}","args":[]}}}}}}}}"#, script.display()),
+    )
+    .unwrap();
+    let out3 = d.join("rootfs3");
+    let o = run(Command::new(&cloister)
+        .args(["image", "pull", "--keyprovider-config"])
+        .arg(d.join("ocicrypt.json"))
+        .args(["--insecure-registry", &reg.host])
+        .arg(format!("docker://{}/tenant/app:v1", reg.host))
+        .arg("--rootfs")
+        .arg(&out3));
+    ok(&o, "image pull through the keyprovider command");
+    assert_eq!(fs::read_to_string(out3.join("app/config.txt")).unwrap(), "the confidential workload\n");
+
+    // 4. A signature policy that cannot be fetched: fail closed, before any layer.
     let out2 = d.join("rootfs2");
     let o = pull("kbs:///default/policy/missing", &out2);
     assert!(!o.status.success());

@@ -21,6 +21,25 @@ use crate::kbs::{AttestArgs, client, trust_for};
 pub enum ImageCmd {
     /// Pull, verify, decrypt and unpack an image into a rootfs directory.
     Pull(PullArgs),
+    /// An ocicrypt `cmd` key provider named `attestation-agent`: reads one keyprovider request
+    /// on stdin, unwraps the layer key with a key-encryption key released by the key broker
+    /// after attestation, writes the answer on stdout. For containerd/CRI-O style decoders.
+    Keyprovider(KeyproviderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyproviderArgs {
+    /// Key broker URL.
+    #[arg(long)]
+    kbs: String,
+    /// Pin the KBS certificate (SHA-256 of its DER).
+    #[arg(long)]
+    kbs_cert_sha256: Option<String>,
+    /// Trust this CA (PEM) for the KBS.
+    #[arg(long)]
+    kbs_ca: Option<PathBuf>,
+    #[command(flatten)]
+    attest: AttestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +109,22 @@ pub fn run(cmd: ImageCmd) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cmd {
         ImageCmd::Pull(a) => rt.block_on(pull(a)),
+        ImageCmd::Keyprovider(a) => rt.block_on(keyprovider(a)),
     }
+}
+
+async fn keyprovider(a: KeyproviderArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let trust = trust_for(&a.kbs, a.kbs_cert_sha256.as_deref(), a.kbs_ca.as_ref())?;
+    let kbs = Arc::new(client(&a.kbs, trust, &a.attest)?);
+    let provider = AttestationAgentProvider::new(CdhSecrets(Arc::new(cloister_cdh::Cdh::new(kbs))));
+    let mut input = Vec::new();
+    std::io::stdin().take(1 << 20).read_to_end(&mut input).context("reading the request")?;
+    let answer = cloister_ocicrypt::handle_keyprovider_request(&input, &provider).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&answer)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn read(p: &PathBuf) -> Result<Vec<u8>> {
