@@ -17,6 +17,8 @@ use serde_json::json;
 use crate::kbs::{AttestArgs, client, trust_for};
 
 /// `cloister image …`.
+// Parsed once per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Pull, verify, decrypt and unpack an image into a rootfs directory.

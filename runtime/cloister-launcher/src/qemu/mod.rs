@@ -1,0 +1,5 @@
+//! QEMU: the argv builder, the capability probe and the process manager.
+
+pub mod argv;
+pub mod caps;
+pub mod process;
