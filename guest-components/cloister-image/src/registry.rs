@@ -276,6 +276,14 @@ impl Registry {
         (r.registry.clone(), r.repository.clone())
     }
 
+    /// Sends `req` (for `url`), with the read timeout on the response head.
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ImageError> {
+        tokio::time::timeout(self.opts.read_timeout, req.send())
+            .await
+            .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?
+            .map_err(|e| transport(url, &e))
+    }
+
     /// One GET with authentication, no retries. `range_from` asks for `bytes=<n>-`.
     async fn get_once(
         &self,
@@ -303,10 +311,7 @@ impl Registry {
                 }
                 None => {}
             }
-            let resp = tokio::time::timeout(self.opts.read_timeout, req.send())
-                .await
-                .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?
-                .map_err(|e| transport(url, &e))?;
+            let resp = self.send(req, url).await?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
@@ -384,10 +389,7 @@ impl Registry {
                 if let Some(c) = creds {
                     req = req.basic_auth(&c.username, Some(c.password.as_str()));
                 }
-                let resp = tokio::time::timeout(self.opts.read_timeout, req.send())
-                    .await
-                    .map_err(|_| ImageError::Timeout { url: realm.clone(), secs: self.opts.read_timeout.as_secs() })?
-                    .map_err(|e| transport(realm, &e))?;
+                let resp = self.send(req, realm).await?;
                 let status = resp.status();
                 let body = resp.bytes().await.map_err(|e| transport(realm, &e))?;
                 if !status.is_success() {
@@ -438,11 +440,7 @@ impl Registry {
     async fn read_capped(&self, url: &str, mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ImageError> {
         let mut out = Vec::new();
         loop {
-            let chunk = tokio::time::timeout(self.opts.read_timeout, resp.chunk())
-                .await
-                .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?
-                .map_err(|e| transport(url, &e))?;
-            let Some(chunk) = chunk else { return Ok(out) };
+            let Some(chunk) = self.next_chunk(url, &mut resp).await? else { return Ok(out) };
             if out.len() + chunk.len() > cap {
                 return Err(ImageError::SizeMismatch {
                     what: url.to_owned(),
@@ -549,10 +547,7 @@ impl Registry {
     /// GET an arbitrary URL (a lookaside signature store) without registry credentials:
     /// `None` on 404, the body (at most `cap` bytes) on success, an error otherwise.
     pub async fn fetch_url(&self, url: &str, cap: usize) -> Result<Option<Vec<u8>>, ImageError> {
-        let resp = tokio::time::timeout(self.opts.read_timeout, self.http.get(url).send())
-            .await
-            .map_err(|_| ImageError::Timeout { url: url.to_owned(), secs: self.opts.read_timeout.as_secs() })?
-            .map_err(|e| transport(url, &e))?;
+        let resp = self.send(self.http.get(url), url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }

@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -134,11 +134,7 @@ fn bearer_token_flow_against_docker_registry() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&host).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&host, "docker-registry");
     let reg = TokenRegistry { host: host.clone(), child, _dir: dir };
 
     // Push with skopeo (it runs the same token flow, asking for pull,push).
