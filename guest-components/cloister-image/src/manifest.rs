@@ -262,10 +262,11 @@ mod tests {
             d('a'),
             d('b')
         );
-        let Fetched::Manifest(m) = parse_manifest(Some(OCI_MANIFEST), m.as_bytes()).unwrap() else { panic!() };
-        assert_eq!(compression_of(&m.layers[0].media_type), Compression::Zstd);
-        // Content type contradicting the body.
-        assert!(parse_manifest(Some(OCI_INDEX), m.config.digest.to_string().as_bytes()).is_err());
+        let Fetched::Manifest(parsed) = parse_manifest(Some(OCI_MANIFEST), m.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(compression_of(&parsed.layers[0].media_type), Compression::Zstd);
+        // A Content-Type contradicting the body's own mediaType.
+        let err = parse_manifest(Some(OCI_INDEX), m.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("but the registry sent"), "{err}");
         let idx = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1,"platform":{{"architecture":"arm64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
             d('c'),

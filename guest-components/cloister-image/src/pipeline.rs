@@ -129,7 +129,6 @@ fn compression_name(c: Compression) -> &'static str {
 
 /// Maps a read error of the chain to what went wrong.
 fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError {
-    let kind = e.kind();
     let text = e.to_string();
     match e.into_inner() {
         Some(inner) => match inner.downcast::<ImageError>() {
@@ -141,10 +140,7 @@ fn classify(layer: Digest, compression: Compression, e: io::Error) -> ImageError
                 }
             },
         },
-        None => {
-            let _ = kind;
-            ImageError::Decompress { layer, compression: compression_name(compression), why: text }
-        }
+        None => ImageError::Decompress { layer, compression: compression_name(compression), why: text },
     }
 }
 

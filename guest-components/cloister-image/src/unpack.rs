@@ -89,7 +89,9 @@ pub fn unpack_layer<R: Read>(
     {
         let entries = archive.entries().map_err(|e| tar_err(layer, e))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| classify_io(layer, e))?;
+            // Errors of the reader chain (transport, digest, decryption) also surface here as io
+            // errors; the pipeline records their typed cause and reports that instead.
+            let mut entry = entry.map_err(|e| tar_err(layer, e))?;
             apply_entry(&mut ctx, &mut entry)?;
         }
     }
@@ -101,12 +103,6 @@ pub fn unpack_layer<R: Read>(
         set_mtime(&dir, mtime).map_err(|e| ImageError::io(&dir, e))?;
     }
     Ok((ctx.stats, archive.into_inner()))
-}
-
-/// Errors of the reader chain (transport, digest, decryption, decompression) also surface here
-/// as io errors; the pipeline records the typed cause and reports that instead.
-fn classify_io(layer: Digest, e: io::Error) -> ImageError {
-    tar_err(layer, e)
 }
 
 /// `a/./b/` → [a, b]; absolute paths become relative; `..` is refused.
