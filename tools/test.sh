@@ -38,6 +38,10 @@ fi
 echo "== interop vectors (tests/interop/vectors.py)"
 "$CLOISTER_PYTHON" tests/interop/vectors.py >/dev/null
 
+echo "== deployment files (tools/check-deploy.sh)"
+deploy_out="$(tools/check-deploy.sh 2>&1)" || { echo "$deploy_out"; exit 1; }
+echo "$deploy_out" | tail -n 1
+
 echo "== cargo test --workspace"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

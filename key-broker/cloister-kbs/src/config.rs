@@ -275,7 +275,7 @@ pub struct Acl {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageBackend {
-    /// `LocalFs` (default here) or `Memory`.
+    /// `LocalFs` (default here), `Postgres` or `Memory`.
     pub storage_type: String,
     /// Backend settings.
     pub backends: Backends,
@@ -293,6 +293,91 @@ impl Default for StorageBackend {
 pub struct Backends {
     /// `[storage_backend.backends.local_fs]`.
     pub local_fs: Option<LocalFs>,
+    /// `[storage_backend.backends.postgres]`.
+    pub postgres: Option<Postgres>,
+}
+
+/// A string that never appears in `Debug` output (passwords).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// `[storage_backend.backends.postgres]`: trustee's fields (`host`, `port`, `db`, `username`,
+/// `password`) or one `url`; the environment variable `POSTGRES_URL` overrides both, as in
+/// trustee.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Postgres {
+    /// `postgresql://user[:password]@host[:port]/db[?options]` or a libpq key=value string.
+    pub url: Option<Redacted>,
+    /// Server host (default `localhost`).
+    pub host: String,
+    /// Server port (default 5432).
+    pub port: u16,
+    /// Database (default `postgres`).
+    pub db: String,
+    /// Role (default `postgres`).
+    pub username: String,
+    /// Password, if the server asks for one.
+    pub password: Option<Redacted>,
+    /// File holding the 32-byte key that seals every stored value (raw 32 bytes, or 64 hex
+    /// digits). Required: a database dump alone must not reveal resources or keys.
+    pub encryption_key_path: Option<PathBuf>,
+    /// PEM file of CA certificates for TLS to the server (besides the webpki roots). TLS follows
+    /// the connection string's `sslmode`; when used, chain and host name are always verified.
+    pub ca_cert_path: Option<PathBuf>,
+    /// Connections for reads and session writes (durable writes use two more).
+    pub pool_size: usize,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+    /// Longest wait for one store operation, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Postgres {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: "localhost".into(),
+            port: 5432,
+            db: "postgres".into(),
+            username: "postgres".into(),
+            password: None,
+            encryption_key_path: None,
+            ca_cert_path: None,
+            pool_size: 8,
+            connect_timeout_secs: 5,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl Postgres {
+    /// The connection string: `POSTGRES_URL`, else `url`, else one built from the fields
+    /// (as a libpq key=value string, so that no value needs URL escaping).
+    pub fn connection_string(&self) -> String {
+        if let Ok(u) = std::env::var("POSTGRES_URL")
+            && !u.is_empty()
+        {
+            return u;
+        }
+        if let Some(u) = &self.url {
+            return u.0.clone();
+        }
+        let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut s =
+            format!("host={} port={} dbname={} user={}", q(&self.host), self.port, q(&self.db), q(&self.username));
+        if let Some(p) = &self.password {
+            s.push_str(&format!(" password={}", q(&p.0)));
+        }
+        s
+    }
 }
 
 /// `[storage_backend.backends.local_fs]`.
@@ -360,11 +445,29 @@ impl Config {
             }
             regex::Regex::new(&acl.allowed_endpoints).map_err(|e| ConfigError::Invalid(format!("ACL regex: {e}")))?;
         }
-        if !matches!(self.storage_backend.storage_type.as_str(), "LocalFs" | "Memory") {
-            return bad(format!(
-                "storage_backend.storage_type {:?} is not supported (LocalFs, Memory)",
-                self.storage_backend.storage_type
-            ));
+        match self.storage_backend.storage_type.as_str() {
+            "LocalFs" | "Memory" => {}
+            "Postgres" => {
+                let pg = self.storage_backend.backends.postgres.as_ref().ok_or_else(|| {
+                    ConfigError::Invalid("storage_type \"Postgres\" needs [storage_backend.backends.postgres]".into())
+                })?;
+                if pg.encryption_key_path.is_none() {
+                    return bad("storage_backend.backends.postgres.encryption_key_path is required: every value is \
+                                sealed with it before it reaches the database"
+                        .into());
+                }
+                if pg.pool_size == 0 || pg.pool_size > 256 {
+                    return bad("storage_backend.backends.postgres.pool_size must be 1..=256".into());
+                }
+                if pg.request_timeout_secs == 0 || pg.connect_timeout_secs == 0 {
+                    return bad("storage_backend.backends.postgres timeouts must be at least 1 s".into());
+                }
+            }
+            other => {
+                return bad(format!(
+                    "storage_backend.storage_type {other:?} is not supported (LocalFs, Postgres, Memory)"
+                ));
+            }
         }
         for p in &self.plugins {
             if p.name != "resource" {
@@ -444,5 +547,43 @@ storage_backend_type = "kvstorage"
             Config::from_toml("[[admin.authorization.regex_acl.acls]]\nrole = \"a\"\nallowed_endpoints = \".*\"\n"),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn postgres_backend() {
+        let base = "[storage_backend]\nstorage_type = \"Postgres\"\n";
+        // The section and the encryption key are required.
+        assert!(matches!(Config::from_toml(base), Err(ConfigError::Invalid(_))));
+        let no_key = format!("{base}[storage_backend.backends.postgres]\nhost = \"db\"\n");
+        assert!(
+            matches!(Config::from_toml(&no_key), Err(ConfigError::Invalid(e)) if e.contains("encryption_key_path"))
+        );
+        let typo = format!("{base}[storage_backend.backends.postgres]\nhots = \"db\"\n");
+        assert!(matches!(Config::from_toml(&typo), Err(ConfigError::Parse(_))));
+        let c = Config::from_toml(&format!(
+            "{base}[storage_backend.backends.postgres]\nhost = \"db\"\nusername = \"kbs\"\n\
+             password = \"it's secret\"\nencryption_key_path = \"/k\"\n"
+        ))
+        .unwrap();
+        let pg = c.storage_backend.backends.postgres.unwrap();
+        assert!(!format!("{pg:?}").contains("secret"), "passwords stay out of Debug output");
+        if std::env::var_os("POSTGRES_URL").is_none() {
+            assert_eq!(
+                pg.connection_string(),
+                "host='db' port=5432 dbname='postgres' user='kbs' password='it\\'s secret'"
+            );
+            let parsed: tokio_postgres::Config = pg.connection_string().parse().unwrap();
+            assert_eq!(parsed.get_password(), Some(&b"it's secret"[..]));
+        }
+    }
+
+    #[test]
+    fn the_shipped_deployment_config_parses() {
+        // deploy/config/kbs-postgres.toml is what docs/operations.md and the Kubernetes base use.
+        let c = Config::from_toml(include_str!("../../../deploy/config/kbs-postgres.toml")).unwrap();
+        assert_eq!(c.storage_backend.storage_type, "Postgres");
+        assert!(!c.http_server.insecure_http);
+        let k8s = include_str!("../../../deploy/kubernetes/base/kbs.toml");
+        assert_eq!(Config::from_toml(k8s).unwrap(), c);
     }
 }

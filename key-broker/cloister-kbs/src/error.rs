@@ -41,6 +41,13 @@ pub enum StoreError {
     /// A key that cannot be stored (too long or empty).
     #[error("storage key {0:?} is not valid")]
     BadKey(String),
+    /// The store cannot be reached (database down, connection lost, timeout). Nothing was
+    /// changed by the failed operation that is not also reported as done.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The store is misconfigured (bad URL, bad key, schema newer than this binary).
+    #[error("storage configuration: {0}")]
+    Config(String),
     /// Stored data could not be decoded.
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt {
@@ -145,7 +152,7 @@ impl KbsError {
             PolicyDeny(_) | AdminForbidden(_) => StatusCode::FORBIDDEN,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            TooManySessions | Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             PolicyEngine(_) | Store(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -177,6 +184,7 @@ impl KbsError {
             PayloadTooLarge(_) => "PayloadTooLarge",
             RateLimited => "RateLimited",
             TooManySessions => "TooManySessions",
+            Store(StoreError::Unavailable(_)) => "StorageUnavailable",
             Store(_) => "StorageError",
             Internal(_) => "InternalError",
         }

@@ -148,8 +148,12 @@ async fn auth(
         if st.broker.session_count_hint() >= st.max_sessions {
             return Err(KbsError::TooManySessions);
         }
-        st.broker.auth(&b, now())
+        Ok(b)
     })();
+    let result = match result {
+        Ok(b) => blocking_if_remote(&st, move |broker| broker.auth(&b, now())).await,
+        Err(e) => Err(e),
+    };
     let (id, challenge, expires) = result.inspect_err(|_| m.inc(&m.auth_errors))?;
     m.inc(&m.auth_successes);
     let cookie = format!("{SESSION_COOKIE}={id}; Expires={}", http_date(expires));
@@ -188,6 +192,26 @@ async fn attest(
     Ok(resp)
 }
 
+/// Runs `f` on the blocking pool when the store waits on the network (PostgreSQL), inline
+/// otherwise (the embedded store answers from the page cache in microseconds).
+async fn blocking_if_remote<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&Broker) -> Result<T, KbsError> + Send + 'static,
+) -> Result<T, KbsError> {
+    if st.broker.store().is_remote() {
+        let broker = st.broker.clone();
+        tokio::task::spawn_blocking(move || f(&broker)).await.map_err(|e| KbsError::Internal(e.to_string()))?
+    } else {
+        f(&st.broker)
+    }
+}
+
+/// `/healthz`: 200 when the store answers, 503 with the reason otherwise.
+async fn healthz(State(st): State<Shared>) -> Result<&'static str, KbsError> {
+    blocking_if_remote(&st, |b| Ok(b.store().health()?)).await?;
+    Ok("ok")
+}
+
 fn admin_check(st: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), KbsError> {
     st.admin.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), uri.path(), now())
 }
@@ -211,7 +235,7 @@ async fn resource(
                 (None, Some(t)) => Credential::Bearer(t),
                 (None, None) => return Err(KbsError::TokenNotFound),
             };
-            let jwe = broker.get_resource(&cred, &path, &query, now())?;
+            let jwe = blocking_if_remote(&st, move |b| b.get_resource(&cred, &path, &query, now())).await?;
             Ok(axum::Json(jwe).into_response())
         }
         Method::POST | Method::PUT => {
@@ -262,7 +286,7 @@ async fn set_resource_policy(
 
 async fn get_resource_policy(State(st): State<Shared>, headers: HeaderMap, uri: Uri) -> Result<Response, KbsError> {
     admin_check(&st, &headers, &uri)?;
-    Ok(axum::Json(st.broker.get_resource_policy()?).into_response())
+    Ok(axum::Json(blocking_if_remote(&st, |b| b.get_resource_policy()).await?).into_response())
 }
 
 async fn set_attestation_policy(
@@ -291,7 +315,7 @@ async fn get_reference_value(
     Path(name): Path<String>,
 ) -> Result<Response, KbsError> {
     admin_check(&st, &headers, &uri)?;
-    Ok(axum::Json(st.broker.reference_value(&name, now())?).into_response())
+    Ok(axum::Json(blocking_if_remote(&st, move |b| b.reference_value(&name, now())).await?).into_response())
 }
 
 async fn explain(
@@ -302,7 +326,7 @@ async fn explain(
 ) -> Result<Response, KbsError> {
     admin_check(&st, &headers, &uri)?;
     let b = body(b, st.body_limit)?;
-    Ok(axum::Json(st.broker.explain(&b, now())?).into_response())
+    Ok(axum::Json(blocking_if_remote(&st, move |br| br.explain(&b, now())).await?).into_response())
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {
@@ -338,7 +362,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/kbs/v0/reference-value/{name}", get(get_reference_value))
         .route("/kbs/v0/debug/explain", post(explain))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, KbsError};
 use crate::evidence::Verifiers;
 use crate::http::{AppState, RateLimiter, router};
-use crate::store::{Durability, FsStore, MemoryStore, Namespace, ResourceStore};
+use crate::store::{Durability, FsStore, MemoryStore, Namespace, PgOptions, PgStore, ResourceStore};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,20 +76,10 @@ pub struct Prepared {
 /// Builds everything from `config` with state under `data_dir`.
 pub fn prepare(config: &Config, data_dir: &Path) -> Result<Prepared, StartError> {
     std::fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
-    let store: Arc<dyn ResourceStore> = match config.storage_backend.storage_type.as_str() {
-        "Memory" => Arc::new(MemoryStore::default()),
-        _ => {
-            let dir = config
-                .storage_backend
-                .backends
-                .local_fs
-                .as_ref()
-                .map(|l| l.dir_path.clone())
-                .unwrap_or_else(|| data_dir.join("store"));
-            Arc::new(FsStore::open(dir).map_err(KbsError::from)?)
-        }
-    };
-
+    let store = open_store(config, data_dir)?;
+    // With a shared database, generated key material lives in the store so that every replica
+    // signs and admits with the same keys; otherwise in the data directory.
+    let shared = store.is_remote();
     // Token signer: configured key, or one generated once and kept in the data directory.
     let signer = match &config.attestation_service.attestation_token_broker.signer {
         Some(s) => {
@@ -97,6 +87,16 @@ pub fn prepare(config: &Config, data_dir: &Path) -> Result<Prepared, StartError>
             let der =
                 cloister_kbs_protocol::admin::pem_or_der(&bytes).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             EarSigner::from_pkcs8(&der).map_err(|e| ConfigError::Invalid(format!("token signer: {e}")))?
+        }
+        None if shared => {
+            let (der, created) = shared_once(store.as_ref(), "token-signer.pk8", || {
+                let (_, der) = EarSigner::generate().map_err(|e| KbsError::Internal(e.to_string()))?;
+                Ok(Zeroizing::new(der.to_vec()))
+            })?;
+            if created {
+                tracing::info!("generated the token signing key (kept sealed in the shared store)");
+            }
+            EarSigner::from_pkcs8(&der).map_err(|e| ConfigError::Invalid(format!("stored token signer: {e}")))?
         }
         None => {
             let path = data_dir.join("token-signer.pk8");
@@ -120,16 +120,30 @@ pub fn prepare(config: &Config, data_dir: &Path) -> Result<Prepared, StartError>
         && config.admin.authentication.bearer_jwt.identity_providers.is_empty()
     {
         let path = data_dir.join("admin.pub");
-        match std::fs::read(&path) {
-            Ok(b) => Some(
-                AdminPublicKey::from_spki(&b).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
-            ),
-            Err(_) => {
-                let (k, pem) = AdminSigningKey::generate().map_err(|e| KbsError::Internal(e.to_string()))?;
-                let public = k.public();
-                write_private(&path, public.to_spki_pem().as_bytes())?;
-                new_admin_key = Some(pem);
-                Some(public)
+        if shared {
+            let mut pem = None;
+            let (spki, created) = shared_once(store.as_ref(), "admin.pub", || {
+                let (k, p) = AdminSigningKey::generate().map_err(|e| KbsError::Internal(e.to_string()))?;
+                pem = Some(p);
+                Ok(Zeroizing::new(k.public().to_spki_pem().into_bytes()))
+            })?;
+            if created {
+                new_admin_key = pem;
+            }
+            Some(AdminPublicKey::from_spki(&spki).map_err(|e| ConfigError::Invalid(format!("stored admin.pub: {e}")))?)
+        } else {
+            match std::fs::read(&path) {
+                Ok(b) => Some(
+                    AdminPublicKey::from_spki(&b)
+                        .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+                ),
+                Err(_) => {
+                    let (k, pem) = AdminSigningKey::generate().map_err(|e| KbsError::Internal(e.to_string()))?;
+                    let public = k.public();
+                    write_private(&path, public.to_spki_pem().as_bytes())?;
+                    new_admin_key = Some(pem);
+                    Some(public)
+                }
             }
         }
     } else {
@@ -200,6 +214,77 @@ pub fn prepare(config: &Config, data_dir: &Path) -> Result<Prepared, StartError>
         max_sessions: config.http_server.max_sessions,
     });
     Ok(Prepared { state, tls, new_admin_key, tls_fingerprint })
+}
+
+/// Opens the configured store.
+fn open_store(config: &Config, data_dir: &Path) -> Result<Arc<dyn ResourceStore>, StartError> {
+    let backends = &config.storage_backend.backends;
+    Ok(match config.storage_backend.storage_type.as_str() {
+        "Memory" => Arc::new(MemoryStore::default()),
+        "Postgres" => {
+            let pg = backends.postgres.as_ref().ok_or_else(|| ConfigError::Invalid("no postgres section".into()))?;
+            let key_path =
+                pg.encryption_key_path.as_ref().ok_or_else(|| ConfigError::Invalid("no encryption_key_path".into()))?;
+            let encryption_key = read_key32(key_path)?;
+            let options = PgOptions {
+                url: pg.connection_string(),
+                encryption_key,
+                pool_size: pg.pool_size,
+                connect_timeout: Duration::from_secs(pg.connect_timeout_secs),
+                request_timeout: Duration::from_secs(pg.request_timeout_secs),
+                ca_certs_pem: match &pg.ca_cert_path {
+                    Some(p) => Some(std::fs::read(p).map_err(io_err(format!("read {}", p.display())))?),
+                    None => None,
+                },
+            };
+            Arc::new(PgStore::open(&options).map_err(KbsError::from)?)
+        }
+        _ => {
+            let dir = backends.local_fs.as_ref().map(|l| l.dir_path.clone()).unwrap_or_else(|| data_dir.join("store"));
+            Arc::new(FsStore::open(dir).map_err(KbsError::from)?)
+        }
+    })
+}
+
+/// Reads a 32-byte key file: raw bytes, or 64 hex digits (surrounding whitespace ignored).
+fn read_key32(path: &Path) -> Result<Zeroizing<[u8; 32]>, StartError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(io_err(format!("read {}", path.display())))?);
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() == 32 {
+        key.copy_from_slice(&bytes);
+        return Ok(key);
+    }
+    let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
+    if text.len() == 64 && hex::decode_to_slice(text, key.as_mut()).is_ok() {
+        return Ok(key);
+    }
+    Err(ConfigError::Invalid(format!(
+        "{}: a storage encryption key is 32 raw bytes or 64 hex digits (e.g. `openssl rand -hex 32`)",
+        path.display()
+    ))
+    .into())
+}
+
+/// Reads the shared record `key` (namespace `Keys`), creating it with `make` if absent. When
+/// replicas start together exactly one creation wins and all use its value. Returns the value
+/// and whether this call created it.
+fn shared_once(
+    store: &dyn ResourceStore,
+    key: &str,
+    make: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, StartError>,
+) -> Result<(Zeroizing<Vec<u8>>, bool), StartError> {
+    if let Some(v) = store.get(Namespace::Keys, key).map_err(KbsError::from)? {
+        return Ok((v, false));
+    }
+    let value = make()?;
+    if store.create(Namespace::Keys, key, &value).map_err(KbsError::from)? {
+        return Ok((value, true));
+    }
+    let v = store
+        .get(Namespace::Keys, key)
+        .map_err(KbsError::from)?
+        .ok_or_else(|| KbsError::Internal(format!("shared key {key} vanished")))?;
+    Ok((v, false))
 }
 
 /// The self-signed certificate of the embedded default (created once, for `localhost`,

@@ -46,9 +46,13 @@ fn main() -> Result<()> {
                 .and_then(|mut f| f.write_all(pem.as_bytes()))
                 .with_context(|| format!("writing {}", out.display()))?;
         }
+        let public = if config.storage_backend.storage_type == "Postgres" {
+            "the shared store".to_owned()
+        } else {
+            data_dir.join("admin.pub").display().to_string()
+        };
         eprintln!(
-            "A new admin key was generated (its public half is in {}). It is shown ONCE; keep it secret:\n{}",
-            data_dir.join("admin.pub").display(),
+            "A new admin key was generated (its public half is in {public}). It is shown ONCE; keep it secret:\n{}",
             pem.as_str()
         );
     }

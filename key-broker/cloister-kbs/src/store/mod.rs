@@ -1,4 +1,4 @@
-//! Storage: one small [`ResourceStore`] trait and two implementations.
+//! Storage: one small [`ResourceStore`] trait and three implementations.
 //!
 //! * [`FsStore`] (the embedded default): one file per record under `<root>/<namespace>/`, file
 //!   name = hex of the key. Durable writes go to a temporary file in the same directory, are
@@ -6,6 +6,8 @@
 //!   power loss leaves either the old or the new value, never a torn one; a write is
 //!   acknowledged only after that. Relaxed writes (sessions) skip the `fsync`s but stay atomic.
 //!   Several processes may share one root (that is how replicas share sessions).
+//! * [`PgStore`] (`storage_type = "Postgres"`): PostgreSQL, for replicas that share one
+//!   database; values sealed with AES-256-GCM (see [`postgres`]).
 //! * [`MemoryStore`]: for tests and throw-away development servers.
 
 use std::collections::HashMap;
@@ -18,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
+
+pub mod postgres;
+pub use postgres::{PgOptions, PgStore};
 
 /// Record families (trustee's key-value namespaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +37,9 @@ pub enum Namespace {
     ReferenceValue,
     /// Protocol sessions by id.
     Session,
+    /// The broker's own key material when replicas share it through the store (token signer,
+    /// generated admin public key).
+    Keys,
 }
 
 impl Namespace {
@@ -43,15 +51,22 @@ impl Namespace {
             Namespace::AttestationPolicy => "attestation_service_policy",
             Namespace::ReferenceValue => "reference_value",
             Namespace::Session => "kbs_protocol_session",
+            Namespace::Keys => "kbs_keys",
         }
     }
 
-    const ALL: [Namespace; 5] = [
+    /// The namespace called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.name() == name)
+    }
+
+    const ALL: [Namespace; 6] = [
         Namespace::Repository,
         Namespace::Kbs,
         Namespace::AttestationPolicy,
         Namespace::ReferenceValue,
         Namespace::Session,
+        Namespace::Keys,
     ];
 }
 
@@ -77,9 +92,20 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError>;
     /// All keys of a namespace.
     fn list(&self, ns: Namespace) -> Result<Vec<String>, StoreError>;
+    /// Creates a record durably unless one exists: `true` if this call created it. Used where
+    /// replicas race to generate shared material once.
+    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Whether the store can serve requests now (`/healthz`).
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether operations wait on the network: async callers then move them to a blocking pool.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(StoreError::BadKey(key.chars().take(40).collect()));
     }
@@ -132,6 +158,32 @@ impl FsStore {
         check_key(key)?;
         Ok(self.root.join(ns.name()).join(hex::encode(key.as_bytes())))
     }
+
+    /// Writes `value` to a fresh temporary file in `dir` (synced when durable).
+    fn write_tmp(&self, dir: &Path, value: &[u8], durability: Durability) -> Result<PathBuf, StoreError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io(&tmp, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| io(&tmp, e))?;
+            }
+            f.write_all(value).map_err(|e| io(&tmp, e))?;
+            if durability == Durability::Durable {
+                f.sync_all().map_err(|e| io(&tmp, e))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -151,20 +203,8 @@ impl ResourceStore for FsStore {
     fn put(&self, ns: Namespace, key: &str, value: &[u8], durability: Durability) -> Result<(), StoreError> {
         let path = self.path(ns, key)?;
         let dir = self.root.join(ns.name());
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let tmp = self.write_tmp(&dir, value, durability)?;
         let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io(&tmp, e))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| io(&tmp, e))?;
-            }
-            f.write_all(value).map_err(|e| io(&tmp, e))?;
-            if durability == Durability::Durable {
-                f.sync_all().map_err(|e| io(&tmp, e))?;
-            }
-            drop(f);
             fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
             if durability == Durability::Durable {
                 sync_dir(&dir)?;
@@ -174,6 +214,21 @@ impl ResourceStore for FsStore {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
+        result
+    }
+
+    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let path = self.path(ns, key)?;
+        let dir = self.root.join(ns.name());
+        let tmp = self.write_tmp(&dir, value, Durability::Durable)?;
+        // A hard link fails if the name exists: exactly one creator wins, and the record
+        // appears complete (it was synced before being linked).
+        let result = match fs::hard_link(&tmp, &path) {
+            Ok(()) => sync_dir(&dir).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io(&path, e)),
+        };
+        let _ = fs::remove_file(&tmp);
         result
     }
 
@@ -229,6 +284,18 @@ impl ResourceStore for MemoryStore {
         Ok(())
     }
 
+    fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.entry((ns, key.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Zeroizing::new(value.to_vec()));
+                Ok(true)
+            }
+        }
+    }
+
     fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -256,6 +323,10 @@ mod tests {
         assert_eq!(s.list(Namespace::Repository).unwrap(), vec!["a/b/c".to_owned()]);
         assert!(s.delete(Namespace::Repository, "a/b/c").unwrap());
         assert!(!s.delete(Namespace::Repository, "a/b/c").unwrap());
+        assert!(s.create(Namespace::Keys, "k", b"first").unwrap());
+        assert!(!s.create(Namespace::Keys, "k", b"second").unwrap());
+        assert_eq!(&s.get(Namespace::Keys, "k").unwrap().unwrap()[..], b"first");
+        assert!(s.delete(Namespace::Keys, "k").unwrap());
         assert!(s.put(Namespace::Kbs, "", b"x", Durability::Durable).is_err());
         assert!(s.put(Namespace::Kbs, &"k".repeat(MAX_KEY_LEN + 1), b"x", Durability::Durable).is_err());
     }
