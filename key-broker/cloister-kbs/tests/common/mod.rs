@@ -1,6 +1,7 @@
 //! Shared harness: an in-process key broker on a free loopback port, with an admin key.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod flows;
 pub mod pg;
 
 use std::path::Path;
