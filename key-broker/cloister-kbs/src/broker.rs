@@ -531,6 +531,15 @@ impl Broker {
 
     /// Deletes expired sessions; returns how many.
     pub fn sweep_sessions(&self, now: u64) -> Result<usize, KbsError> {
+        // A session expires `session_lifetime` after `/auth`, and its record is last written no
+        // earlier than that: records untouched for longer are expired. Stores that can select by
+        // write time do it in one statement instead of reading every session.
+        if let Some((deleted, remaining)) =
+            self.store.sweep_untouched(Namespace::Session, self.settings.session_lifetime + 1)?
+        {
+            self.sessions.store(remaining, std::sync::atomic::Ordering::Relaxed);
+            return Ok(deleted);
+        }
         let mut n = 0;
         let ids = self.store.list(Namespace::Session)?;
         let total = ids.len();

@@ -406,3 +406,44 @@ async fn rows_are_sealed_and_a_wrong_key_fails_at_start() {
     let err = Replica::start(s.dir.path(), "d", &bad).err().expect("no database, no start");
     assert!(err.contains("storage unavailable") && err.contains("PostgreSQL"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_untouched_for_their_lifetime_are_swept_in_one_statement() {
+    use cloister_kbs::store::{Durability, Namespace, PgOptions, PgStore, ResourceStore};
+    let Some(s) = setup() else { return };
+    let options = PgOptions {
+        url: s.pg.url(),
+        encryption_key: zeroize::Zeroizing::new([0x44; 32]),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        ca_certs_pem: None,
+    };
+    let store = tokio::task::block_in_place(|| PgStore::open(&options)).unwrap();
+    tokio::task::block_in_place(|| {
+        for i in 0..5 {
+            store.put(Namespace::Session, &format!("s{i}"), b"{}", Durability::Relaxed).unwrap();
+        }
+        store.put(Namespace::Repository, "r/t/old", b"kept", Durability::Durable).unwrap();
+    });
+    // Age three sessions (and the resource) by ten minutes, as if written then.
+    let (client, conn) = tokio_postgres::connect(&s.pg.url(), tokio_postgres::NoTls).await.unwrap();
+    let t = tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE kbs_records SET updated_at = now() - interval '10 minutes'
+             WHERE key IN ('s0', 's1', 's2', 'r/t/old')",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = t.await;
+    let swept = tokio::task::block_in_place(|| store.sweep_untouched(Namespace::Session, 301)).unwrap();
+    assert_eq!(swept, Some((3, 2)));
+    tokio::task::block_in_place(|| {
+        assert_eq!(store.list(Namespace::Session).unwrap(), vec!["s3".to_owned(), "s4".to_owned()]);
+        assert_eq!(&store.get(Namespace::Repository, "r/t/old").unwrap().unwrap()[..], b"kept");
+        store.health().unwrap();
+    });
+}

@@ -95,6 +95,13 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Creates a record durably unless one exists: `true` if this call created it. Used where
     /// replicas race to generate shared material once.
     fn create(&self, ns: Namespace, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes the records of `ns` not written for more than `age_secs`, if the store tracks
+    /// write times: `Some((deleted, remaining))`; `None` when it does not (callers then read
+    /// the records to decide).
+    fn sweep_untouched(&self, ns: Namespace, age_secs: u64) -> Result<Option<(usize, usize)>, StoreError> {
+        let _ = (ns, age_secs);
+        Ok(None)
+    }
     /// Whether the store can serve requests now (`/healthz`).
     fn health(&self) -> Result<(), StoreError> {
         Ok(())

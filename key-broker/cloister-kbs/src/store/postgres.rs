@@ -472,6 +472,29 @@ impl ResourceStore for PgStore {
         })
     }
 
+    fn sweep_untouched(&self, ns: Namespace, age_secs: u64) -> Result<Option<(usize, usize)>, StoreError> {
+        let pool = self.pool(false);
+        let age = f64::from(u32::try_from(age_secs).unwrap_or(u32::MAX));
+        self.block(async move {
+            let c = pool.get().await?;
+            let deleted = c
+                .client
+                .execute(
+                    "DELETE FROM kbs_records WHERE namespace = $1 AND updated_at < now() - make_interval(secs => $2)",
+                    &[&ns.name(), &age],
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let remaining: i64 = c
+                .client
+                .query_one("SELECT count(*) FROM kbs_records WHERE namespace = $1", &[&ns.name()])
+                .await
+                .map_err(|e| unavailable(&e))?
+                .get(0);
+            Ok(Some((usize::try_from(deleted).unwrap_or(usize::MAX), usize::try_from(remaining).unwrap_or(usize::MAX))))
+        })
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         let pool = self.pool(false);
         self.block(async move {
