@@ -31,7 +31,14 @@ pub enum InitDataError {
     /// `version` is not `0.1.0`.
     #[error("initdata version {0:?} is not 0.1.0")]
     Version(String),
+    /// The pod annotation is not base64 of a gzip stream of UTF-8 text.
+    #[error("initdata annotation {ANNOTATION}: {0}")]
+    Annotation(String),
 }
+
+/// The pod annotation that carries initdata to the runtime (Kata's name): standard base64 of
+/// the gzip-compressed TOML document.
+pub const ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +74,32 @@ impl InitData {
         }
         let algorithm = HashAlgorithm::from_name(&doc.algorithm).ok_or(InitDataError::Algorithm(doc.algorithm))?;
         Ok(Self { algorithm, version: doc.version, data: doc.data, digest: algorithm.digest(body.as_bytes()) })
+    }
+
+    /// Decodes the [`ANNOTATION`] value into the TOML body (whose bytes the digest covers).
+    /// Decompression stops at [`MAX_INITDATA_LEN`], so a small annotation cannot expand into an
+    /// unbounded allocation.
+    pub fn body_from_annotation(value: &str) -> Result<String, InitDataError> {
+        use base64::Engine;
+        use std::io::Read;
+        let bad = |m: String| InitDataError::Annotation(m);
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|e| bad(format!("not standard base64: {e}")))?;
+        let mut body = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .take(MAX_INITDATA_LEN as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| bad(format!("not a gzip stream: {e}")))?;
+        if body.len() > MAX_INITDATA_LEN {
+            return Err(InitDataError::TooLarge(body.len()));
+        }
+        String::from_utf8(body).map_err(|_| bad("the document is not UTF-8".into()))
+    }
+
+    /// Parses the [`ANNOTATION`] value.
+    pub fn from_annotation(value: &str) -> Result<Self, InitDataError> {
+        Self::parse(&Self::body_from_annotation(value)?)
     }
 
     /// Parses the `init-data` member of an attestation (format must be `toml`).
@@ -146,5 +179,43 @@ url = "https://kbs.example:8080"
             InitData::parse("version = \"0.1.0\"\nalgorithm = \"sha256\"\nextra = 1\n"),
             Err(InitDataError::Parse(_))
         ));
+    }
+
+    fn gzip_base64(body: &[u8]) -> String {
+        use base64::Engine;
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+    }
+
+    #[test]
+    fn the_pod_annotation_decodes_to_the_same_document_and_digest() {
+        let a = gzip_base64(DOC.as_bytes());
+        let from_annotation = InitData::from_annotation(&a).unwrap();
+        assert_eq!(from_annotation, InitData::parse(DOC).unwrap());
+        // The digest covers the decompressed TOML bytes, not the annotation.
+        assert_eq!(from_annotation.digest, HashAlgorithm::Sha384.digest(DOC.as_bytes()));
+        assert_eq!(InitData::body_from_annotation(&format!("  {a}\n")).unwrap(), DOC);
+    }
+
+    #[test]
+    fn bad_annotations_are_refused_with_the_reason() {
+        assert!(matches!(InitData::from_annotation("%%%"), Err(InitDataError::Annotation(m)) if m.contains("base64")));
+        let not_gzip = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, DOC);
+        assert!(
+            matches!(InitData::from_annotation(&not_gzip), Err(InitDataError::Annotation(m)) if m.contains("gzip"))
+        );
+        assert!(matches!(
+            InitData::from_annotation(&gzip_base64(&[0xff, 0xfe])),
+            Err(InitDataError::Annotation(m)) if m.contains("UTF-8")
+        ));
+        // A gzip bomb stops at the limit instead of expanding.
+        let bomb = gzip_base64(&vec![b'#'; MAX_INITDATA_LEN + 4096]);
+        assert!(bomb.len() < 8192);
+        assert!(
+            matches!(InitData::from_annotation(&bomb), Err(InitDataError::TooLarge(n)) if n == MAX_INITDATA_LEN + 1)
+        );
+        assert!(matches!(InitData::from_annotation(&gzip_base64(b"version = 1")), Err(InitDataError::Parse(_))));
     }
 }
