@@ -46,7 +46,7 @@ pub(crate) fn snp_get_report(dev: &File, user_data: &[u8; 64], vmpl: u32) -> Res
     // `snp_guest_request_ioctl`), reads `req` through `req_data` and writes at most
     // `size_of::<SnpReportResp>()` bytes through `resp_data`; all three live until the call returns
     // and nothing else aliases them.
-    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), SNP_GET_REPORT, std::ptr::addr_of_mut!(arg)) };
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), SNP_GET_REPORT as libc::Ioctl, std::ptr::addr_of_mut!(arg)) };
     if rc < 0 {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         return Err((errno, arg.exitinfo2));

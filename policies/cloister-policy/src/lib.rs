@@ -30,11 +30,13 @@ pub enum PolicyError {
         /// The engine's message, on one line.
         message: String,
     },
-    /// The policy is not in `package policy`.
-    #[error("policy '{id}' must declare `package policy`")]
+    /// The policy is not in the expected package (`package policy` unless stated otherwise).
+    #[error("policy '{id}' must declare `package {package}`")]
     WrongPackage {
         /// Policy id.
         id: String,
+        /// The package expected.
+        package: String,
     },
     /// Input or data could not be handed to the engine.
     #[error("policy '{id}': invalid {what} JSON: {message}")]
@@ -67,6 +69,8 @@ fn one_line(s: impl fmt::Display) -> String {
 pub struct Policy {
     id: String,
     source: String,
+    /// The Rego package rules are read from (`policy` unless built with [`Policy::in_package`]).
+    package: String,
     engine: regorus::Engine,
     /// Engines already prepared (rule analysis, scheduling) for a given `data` document, keyed
     /// by its exact JSON text: regorus re-analyses the whole policy whenever data changes, which
@@ -96,20 +100,33 @@ impl Policy {
         source: impl Into<String>,
         helpers: &[(&str, &str)],
     ) -> Result<Self, PolicyError> {
-        let (id, source) = (id.into(), source.into());
+        Self::build(id.into(), "policy", source.into(), helpers)
+    }
+
+    /// Parses `source`, which must declare `package <package>` (e.g. `agent_policy` for the
+    /// guest agent's Kata-compatible policies); rules are then read from `data.<package>`.
+    pub fn in_package(id: impl Into<String>, package: &str, source: impl Into<String>) -> Result<Self, PolicyError> {
+        let id = id.into();
+        if package.is_empty() || !package.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(PolicyError::WrongPackage { id, package: package.to_owned() });
+        }
+        Self::build(id, package, source.into(), &[])
+    }
+
+    fn build(id: String, want: &str, source: String, helpers: &[(&str, &str)]) -> Result<Self, PolicyError> {
         let mut engine = regorus::Engine::new();
         engine.set_strict_builtin_errors(true);
         let modules = std::iter::once((format!("{id}.rego"), source.clone()))
             .chain(helpers.iter().map(|(n, s)| (format!("{n}.rego"), (*s).to_owned())));
         for (name, text) in modules {
-            let package = engine
+            let declared = engine
                 .add_policy(name, text)
                 .map_err(|e| PolicyError::Compile { id: id.clone(), message: one_line(e) })?;
-            if package != "data.policy" {
-                return Err(PolicyError::WrongPackage { id });
+            if declared.strip_prefix("data.") != Some(want) {
+                return Err(PolicyError::WrongPackage { id, package: want.to_owned() });
             }
         }
-        Ok(Policy { id, source, engine, prepared: Arc::new(Mutex::new(HashMap::new())) })
+        Ok(Policy { id, source, package: want.to_owned(), engine, prepared: Arc::new(Mutex::new(HashMap::new())) })
     }
 
     /// The policy id.
@@ -146,19 +163,19 @@ impl Policy {
         Ok(engine)
     }
 
-    /// The value of `data.policy.<rule>` (JSON `null` when undefined).
+    /// The value of `data.<package>.<rule>` (JSON `null` when undefined).
     pub fn eval_rule(&self, rule: &str, input: &Json, data: &Json) -> Result<Json, PolicyError> {
         let mut v = self.eval_rules(&[rule.to_owned()], input, data)?;
         Ok(v.pop().unwrap_or(Json::Null))
     }
 
-    /// The values of several rules of `data.policy` with one input (JSON `null` when undefined).
+    /// The values of several rules of `data.<package>` with one input (JSON `null` when undefined).
     pub fn eval_rules(&self, rules: &[String], input: &Json, data: &Json) -> Result<Vec<Json>, PolicyError> {
         let mut engine = self.engine_with(input, data)?;
         rules
             .iter()
             .map(|rule| {
-                let path = format!("data.policy.{rule}");
+                let path = format!("data.{}.{rule}", self.package);
                 let err = |e: String| PolicyError::Eval { id: self.id.clone(), rule: path.clone(), message: e };
                 // A query (not eval_rule) so that a rule the policy does not define is simply
                 // undefined rather than an error.
@@ -175,7 +192,7 @@ impl Policy {
             .collect()
     }
 
-    /// The given rules of `data.policy` evaluated in one query (a single object constructor),
+    /// The given rules of `data.<package>` evaluated in one query (a single object constructor),
     /// JSON `null` for each undefined rule. Cheaper than [`Policy::eval_rules`] when several
     /// rules share work, since the engine evaluates the package once.
     pub fn eval_rules_once(&self, rules: &[&str], input: &Json, data: &Json) -> Result<Vec<Json>, PolicyError> {
@@ -193,10 +210,11 @@ impl Policy {
                 query.push(',');
             }
             // An undefined rule would make the whole object undefined: default it to null.
-            query.push_str(&format!("\"{r}\": object.get(data.policy, \"{r}\", null)"));
+            query.push_str(&format!("\"{r}\": object.get(data.{}, \"{r}\", null)", self.package));
         }
         query.push('}');
-        let err = |e: String| PolicyError::Eval { id: self.id.clone(), rule: "data.policy".into(), message: e };
+        let err =
+            |e: String| PolicyError::Eval { id: self.id.clone(), rule: format!("data.{}", self.package), message: e };
         let results = engine.eval_query(query, false).map_err(|e| err(one_line(e)))?;
         let obj = results
             .result
@@ -209,7 +227,7 @@ impl Policy {
         Ok(rules.iter().map(|r| v.get(*r).cloned().unwrap_or(Json::Null)).collect())
     }
 
-    /// `data.policy.allow`, fail-closed: only an explicit boolean `true` allows.
+    /// `data.<package>.allow`, fail-closed: only an explicit boolean `true` allows.
     pub fn allows(&self, input: &Json, data: &Json) -> Result<bool, PolicyError> {
         Ok(self.eval_rule("allow", input, data)? == Json::Bool(true))
     }
@@ -295,6 +313,16 @@ mod tests {
     fn errors_are_typed() {
         assert!(matches!(Policy::new("x", "package policy\nallow := ["), Err(PolicyError::Compile { .. })));
         assert!(matches!(Policy::new("x", "package other\nallow := true"), Err(PolicyError::WrongPackage { .. })));
+        assert!(matches!(
+            Policy::in_package("x", "agent_policy", "package policy\nallow := true"),
+            Err(PolicyError::WrongPackage { .. })
+        ));
+        assert!(matches!(
+            Policy::in_package("x", "a.b", "package a.b\nallow := true"),
+            Err(PolicyError::WrongPackage { .. })
+        ));
+        let p = Policy::in_package("x", "agent_policy", "package agent_policy\nallow := true").unwrap();
+        assert!(p.allows(&json!({}), &json!({})).unwrap());
     }
 
     #[test]
