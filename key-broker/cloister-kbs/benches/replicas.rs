@@ -169,10 +169,15 @@ fn main() {
 
     let dur = if quick() { Duration::from_secs(1) } else { Duration::from_secs(5) };
     println!("\n== Load: concurrent whole flows for {:.0} s per point (one process, 2 cores) ==", dur.as_secs_f64());
-    for conc in [16usize, 64] {
-        // Alternate the order so neither side always runs on a warmer machine.
-        let fs = load(&crt, &fs_url, &att, conc, dur);
-        let pgl = load(&crt, &pg_urls, &att, conc, dur);
+    for (k, conc) in [16usize, 64].into_iter().enumerate() {
+        // Alternate the order so neither side always runs second (on a warmer machine).
+        let (fs, pgl) = if k % 2 == 0 {
+            let fs = load(&crt, &fs_url, &att, conc, dur);
+            (fs, load(&crt, &pg_urls, &att, conc, dur))
+        } else {
+            let pgl = load(&crt, &pg_urls, &att, conc, dur);
+            (load(&crt, &fs_url, &att, conc, dur), pgl)
+        };
         let (rf, rp) = (fs.flows as f64 / fs.secs, pgl.flows as f64 / pgl.secs);
         println!("  C={conc:<3} embedded store, 1 replica   {rf:>7.1} flows/s  errors {}", fs.errors);
         println!("  C={conc:<3} PostgreSQL, 2 replicas       {rp:>7.1} flows/s  errors {}", pgl.errors);
