@@ -80,6 +80,7 @@ standard_mounts := {
 	"/dev/pts": "devpts",
 	"/dev/shm": "tmpfs",
 	"/dev/mqueue": "mqueue",
+	"/run": "tmpfs",
 	"/sys": "sysfs",
 	"/sys/fs/cgroup": "cgroup",
 }

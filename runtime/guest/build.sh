@@ -29,6 +29,7 @@ firmware=/usr/share/ovmf/OVMF.fd
 vcpus=1
 vcpu_type=EPYC-v4
 local_images=()
+extra_agent_args=()
 cmdline="console=ttyS0 panic=-1 no_timer_check rdinit=/init quiet"
 
 usage() {
@@ -45,6 +46,8 @@ Usage: $0 --out DIR [options]
   --local-image NAME=DIR
                        bake the root filesystem DIR into /images/NAME and start the agent with
                        --local-images /images (tests; may be repeated)
+  --agent-arg ARG      an extra argument for the agent (may be repeated), e.g.
+                       --agent-arg=--insecure-loopback-registries for tests
   --cmdline STR        kernel command line (default: "$cmdline")
   --firmware FILE      OVMF for the SNP measurement (default: $firmware; "none" skips it)
   --vcpus N            vCPUs for the measurement (default: $vcpus)
@@ -63,6 +66,8 @@ while [ $# -gt 0 ]; do
         --policy) policy=$2; shift 2 ;;
         --policy-data) policy_data=$2; shift 2 ;;
         --local-image) local_images+=("$2"); shift 2 ;;
+        --agent-arg) extra_agent_args+=("$2"); shift 2 ;;
+        --agent-arg=*) extra_agent_args+=("${1#--agent-arg=}"); shift ;;
         --cmdline) cmdline=$2; shift 2 ;;
         --firmware) firmware=$2; shift 2 ;;
         --vcpus) vcpus=$2; shift 2 ;;
@@ -171,7 +176,8 @@ add_module() {
     done
     order+=("${modpath[$m]}")
 }
-for m in virtio_pci virtio_console vmw_vsock_virtio_transport; do add_module "$m"; done
+# virtio_net: the pod network (QEMU user networking); qemu_fw_cfg: initdata from the host.
+for m in virtio_pci virtio_console vmw_vsock_virtio_transport virtio_net qemu_fw_cfg; do add_module "$m"; done
 for p in "${order[@]}"; do
     install -D -m 0644 "$moddir/$p" "$root/lib/modules/$kver/$p"
 done
@@ -185,6 +191,10 @@ for spec in "${local_images[@]}"; do
     [ -d "$dir" ] || { echo "local image $dir is not a directory" >&2; exit 1; }
     cp -a "$dir" "$root/images/$name"
     agent_args="--local-images /images"
+done
+for a in "${extra_agent_args[@]}"; do
+    case "$a" in *[[:space:]]*) echo "agent argument with spaces: $a" >&2; exit 2 ;; esac
+    agent_args="${agent_args:+$agent_args }$a"
 done
 [ -z "$agent_args" ] || printf '%s\n' "$agent_args" >"$root/etc/cloister/agent.args"
 

@@ -73,6 +73,7 @@ impl From<ImageError> for Status {
     fn from(e: ImageError) -> Self {
         let code = match &e {
             ImageError::Reference { .. } => Code::InvalidArgument,
+            ImageError::Attestation(_) => Code::PermissionDenied,
             _ => Code::Internal,
         };
         status(code, e)

@@ -35,6 +35,9 @@ pub enum ImageError {
         /// The error.
         source: cloister_image::ImageError,
     },
+    /// Attestation to the key broker failed, so nothing is pulled.
+    #[error("attestation to the key broker failed: {0}")]
+    Attestation(String),
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -23,6 +23,7 @@
 pub mod agent;
 pub mod client;
 pub mod container;
+pub mod guest;
 pub mod image;
 pub mod init;
 pub mod policy;

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 
+use cloister_agent::guest::{AttestedImages, GuestConfig, KbsConfig, check_binding};
 use cloister_agent::image::{ImageProvider, LocalImages, PullerImages};
 use cloister_agent::transport::Listen;
 use cloister_agent::{Agent, AgentPolicy, Runner, RunnerConfig};
+use cloister_kbs_client::{Attester, ClientOptions, KbsClient, TrustMode};
 
 /// The Cloister guest agent.
 #[derive(Debug, Parser)]
@@ -38,6 +40,19 @@ struct Args {
     /// Registries (`host[:port]`) reached over plain HTTP.
     #[arg(long)]
     insecure_registry: Vec<String>,
+    /// Initdata (TOML) from the host. Its `policy.rego` replaces `--policy` and its key broker
+    /// (`cdh.toml`/`aa.toml`) gates every image pull on attestation. Its digest is checked
+    /// against the TEE evidence first; a mismatch makes the agent refuse every request.
+    #[arg(long)]
+    initdata: Option<PathBuf>,
+    /// The virtio-serial port of the emulated TEE endpoint (`cloister.tee.0`); used only when
+    /// this machine has no hardware TEE.
+    #[arg(long)]
+    emulated_tee_port: Option<PathBuf>,
+    /// Reach loopback registries (`127.0.0.1[:port]`, `localhost[:port]`) at this address
+    /// instead (QEMU user networking: `10.0.2.2`, the host's loopback).
+    #[arg(long)]
+    registry_loopback_via: Option<String>,
     /// cgroup v2 mount under which containers get cgroups.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -57,20 +72,64 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let source = std::fs::read_to_string(&args.policy).with_context(|| format!("reading {}", args.policy.display()))?;
     let data = match &args.policy_data {
         Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
             .with_context(|| format!("parsing {}", p.display()))?,
         None => serde_json::json!({}),
     };
-    let id = args.policy.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into());
-    let policy = AgentPolicy::new(&id, &source, data)?;
+    // The TEE: hardware first; the emulated endpoint only where there is none.
+    let attester: Option<Arc<dyn Attester>> = match cloister_kbs_client::detect_attester() {
+        Ok(a) => Some(a),
+        Err(e) => match &args.emulated_tee_port {
+            Some(port) => {
+                tracing::warn!(port = %port.display(), "no hardware TEE ({e}): using the EMULATED TEE endpoint");
+                Some(Arc::new(cloister_kbs_client::EmulatedPortAttester::new(port)))
+            }
+            None => {
+                tracing::info!("no TEE ({e}): the degenerate, non-confidential path");
+                None
+            }
+        },
+    };
+    let guest = args.initdata.as_deref().map(GuestConfig::load);
+    let (policy, guest) = match guest {
+        None => (load_policy(&args.policy, data)?, None),
+        Some(Err(e)) => (AgentPolicy::refuse_all(format!("unusable initdata: {e}"))?, None),
+        Some(Ok(g)) => {
+            let bound = match &attester {
+                Some(a) => {
+                    let a = a.clone();
+                    let init = g.initdata.clone();
+                    tokio::task::spawn_blocking(move || check_binding(&init, a.as_ref())).await?
+                }
+                None => {
+                    tracing::warn!("initdata without a TEE: nothing binds it (degenerate path)");
+                    Ok(())
+                }
+            };
+            match bound {
+                Err(e) => {
+                    tracing::error!(error = %e, "initdata refused");
+                    (AgentPolicy::refuse_all(e.to_string())?, None)
+                }
+                Ok(()) => {
+                    let policy = match &g.policy {
+                        Some(src) => AgentPolicy::new("initdata", src, data)?,
+                        None => load_policy(&args.policy, data)?,
+                    };
+                    tracing::info!(digest = %hex::encode(&g.initdata.digest), kbs = ?g.kbs.as_ref().map(|k| &k.url), "initdata adopted");
+                    (policy, Some(g))
+                }
+            }
+        }
+    };
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
-    let images: Box<dyn ImageProvider> = match &args.local_images {
+    let mut images: Box<dyn ImageProvider> = match &args.local_images {
         Some(dir) => Box::new(LocalImages::new(dir)),
         None => {
             let registry = cloister_image::Registry::new(cloister_image::RegistryOptions {
                 insecure_http_hosts: args.insecure_registry.clone(),
+                loopback_via: args.registry_loopback_via.clone(),
                 ..Default::default()
             })?;
             let opts =
@@ -78,6 +137,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Box::new(PullerImages::new(cloister_image::Puller::new(registry, opts)))
         }
     };
+    if let Some(kbs) = guest.as_ref().and_then(|g| g.kbs.as_ref().map(|k| (k, g))) {
+        let (k, g) = kbs;
+        let attester = attester.clone().unwrap_or_else(|| Arc::new(NoTee));
+        let opts = ClientOptions { init_data: Some(g.body.clone()), trust: trust_for(k)?, ..Default::default() };
+        let client = Arc::new(KbsClient::new(&k.url, attester, opts)?);
+        images = Box::new(AttestedImages::new(client, images));
+    }
+    let id = policy.id().to_owned();
     let runner = Runner::new(RunnerConfig { cgroup_root: args.cgroup_root.clone(), ..Default::default() });
     let agent = Arc::new(Agent::new(policy, runner, images, args.state_dir.clone()));
     let listen = match args.serial {
@@ -95,4 +162,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn load_policy(path: &std::path::Path, data: serde_json::Value) -> anyhow::Result<AgentPolicy> {
+    let source = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into());
+    Ok(AgentPolicy::new(&id, &source, data)?)
+}
+
+/// The TLS trust for the key broker: its certificate/CA from initdata, else plain HTTP only.
+fn trust_for(k: &KbsConfig) -> anyhow::Result<TrustMode> {
+    match &k.cert_pem {
+        None => Ok(TrustMode::PlainHttpOnly),
+        Some(pem) => {
+            let ders = cloister_agent::guest::certificates_from_pem(pem)?;
+            Ok(TrustMode::Ca(ders))
+        }
+    }
+}
+
+/// The attester when there is no TEE: every attestation fails, saying so.
+struct NoTee;
+
+impl Attester for NoTee {
+    fn tee(&self) -> cloister_kbs_protocol::Tee {
+        cloister_kbs_protocol::Tee::Sample
+    }
+
+    fn evidence(&self, _digest: &[u8]) -> Result<serde_json::Value, cloister_kbs_client::AttesterError> {
+        Err(cloister_kbs_client::AttesterError::Platform {
+            tee: "none",
+            detail: "no hardware TEE and no emulated TEE endpoint in this VM".into(),
+        })
+    }
 }

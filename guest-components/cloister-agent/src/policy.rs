@@ -38,6 +38,7 @@ pub struct Denied {
 pub struct AgentPolicy {
     policy: Policy,
     data: Json,
+    refusal: Option<String>,
 }
 
 impl AgentPolicy {
@@ -45,7 +46,16 @@ impl AgentPolicy {
     /// `data.policy_data`.
     pub fn new(id: &str, source: &str, policy_data: Json) -> Result<Self, PolicyError> {
         let policy = Policy::in_package(id, PACKAGE, source)?;
-        Ok(AgentPolicy { policy, data: serde_json::json!({ "policy_data": policy_data }) })
+        Ok(AgentPolicy { policy, data: serde_json::json!({ "policy_data": policy_data }), refusal: None })
+    }
+
+    /// Refuses every request but `DestroySandbox`, each with `reason` (e.g. initdata that does
+    /// not match the TEE evidence: the guest must not run anything the host chose).
+    pub fn refuse_all(reason: impl Into<String>) -> Result<Self, PolicyError> {
+        let source = "package agent_policy\n\ndefault DestroySandboxRequest := true\n";
+        let mut p = Self::new("refuse_all", source, Json::Object(Default::default()))?;
+        p.refusal = Some(reason.into());
+        Ok(p)
     }
 
     /// The shipped `allow_all` policy.
@@ -68,6 +78,11 @@ impl AgentPolicy {
         let denied = |detail: Option<String>| Denied { rule: rule.to_owned(), detail };
         if rule.is_empty() || !rule.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(denied(Some("not a rule name".into())));
+        }
+        if let Some(reason) = &self.refusal
+            && rule != "DestroySandboxRequest"
+        {
+            return Err(denied(Some(reason.clone())));
         }
         let input =
             serde_json::to_value(request).map_err(|e| denied(Some(format!("request not serialisable: {e}"))))?;

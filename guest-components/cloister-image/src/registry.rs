@@ -108,8 +108,8 @@ impl Credentials {
 /// How to reach registries.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
-    /// Hosts (`host[:port]`) spoken to over plain HTTP. Named insecure on purpose: nothing but
-    /// digests protects what comes from them.
+    /// Hosts (`host[:port]`, or `host:*` for any port) spoken to over plain HTTP. Named
+    /// insecure on purpose: nothing but digests protects what comes from them.
     pub insecure_http_hosts: Vec<String>,
     /// Extra trusted CA certificates (DER), added to the webpki roots.
     pub extra_ca_der: Vec<Vec<u8>>,
@@ -123,6 +123,48 @@ pub struct RegistryOptions {
     pub retries: u32,
     /// First back-off delay (doubles per attempt).
     pub backoff: Duration,
+    /// Where to reach a registry instead of its own name (`registry` → `host[:port]`), like a
+    /// `location` in containers' registries.conf. The reference, its digests and the
+    /// credentials stay keyed by the registry's name.
+    pub endpoints: HashMap<String, String>,
+    /// Reach loopback registries (`localhost[:port]`, `127.0.0.1[:port]`) at this host instead,
+    /// same port: inside a VM on QEMU user networking the host's loopback is `10.0.2.2`.
+    pub loopback_via: Option<String>,
+}
+
+impl RegistryOptions {
+    /// Whether `registry` is spoken to over plain HTTP.
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure_http_hosts.iter().any(|h| {
+            h == registry
+                || h.strip_suffix(":*").is_some_and(|host| {
+                    registry
+                        .strip_prefix(host)
+                        .and_then(|p| p.strip_prefix(':'))
+                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+    }
+
+    /// The `host[:port]` requests for `r` go to.
+    pub fn endpoint(&self, r: &Reference) -> String {
+        if let Some(e) = self.endpoints.get(&r.registry) {
+            return e.clone();
+        }
+        if let Some(via) = &self.loopback_via {
+            let (host, port) = match r.registry.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+                _ => (r.registry.as_str(), None),
+            };
+            if host == "localhost" || host == "127.0.0.1" {
+                return match port {
+                    Some(p) => format!("{via}:{p}"),
+                    None => via.clone(),
+                };
+            }
+        }
+        r.api_host().to_owned()
+    }
 }
 
 impl Default for RegistryOptions {
@@ -135,6 +177,8 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(30),
             retries: 3,
             backoff: Duration::from_millis(250),
+            endpoints: HashMap::new(),
+            loopback_via: None,
         }
     }
 }
@@ -268,8 +312,8 @@ impl Registry {
     }
 
     fn base(&self, r: &Reference) -> String {
-        let scheme = if self.opts.insecure_http_hosts.iter().any(|h| h == &r.registry) { "http" } else { "https" };
-        format!("{scheme}://{}/v2/{}", r.api_host(), r.repository)
+        let scheme = if self.opts.is_insecure(&r.registry) { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}", self.opts.endpoint(r), r.repository)
     }
 
     fn auth_key(r: &Reference) -> (String, String) {
@@ -368,7 +412,7 @@ impl Registry {
                     why: format!("Bearer realm {realm:?} is not a URL"),
                 })?;
                 if realm_url.scheme() != "https"
-                    && !(realm_url.scheme() == "http" && self.opts.insecure_http_hosts.iter().any(|h| h == &r.registry))
+                    && !(realm_url.scheme() == "http" && self.opts.is_insecure(&r.registry))
                 {
                     return Err(ImageError::Auth {
                         registry: r.registry.clone(),
@@ -597,6 +641,25 @@ impl Registry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_and_loopback_alias() {
+        let r = |s: &str| Reference::parse(s).unwrap();
+        let mut o = RegistryOptions::default();
+        assert_eq!(o.endpoint(&r("127.0.0.1:5000/app:1")), "127.0.0.1:5000");
+        assert_eq!(o.endpoint(&r("busybox")), "registry-1.docker.io");
+        o.loopback_via = Some("10.0.2.2".into());
+        assert_eq!(o.endpoint(&r("127.0.0.1:5000/app:1")), "10.0.2.2:5000");
+        assert_eq!(o.endpoint(&r("localhost/app:1")), "10.0.2.2");
+        assert_eq!(o.endpoint(&r("registry.example:5000/app:1")), "registry.example:5000");
+        assert_eq!(o.endpoint(&r("127.0.0.10:5000/app:1")), "127.0.0.10:5000");
+        o.endpoints.insert("registry.example:5000".into(), "mirror.internal".into());
+        o.insecure_http_hosts = vec!["127.0.0.1:*".into(), "plain.example".into()];
+        assert!(o.is_insecure("127.0.0.1:5000") && o.is_insecure("plain.example"));
+        assert!(!o.is_insecure("127.0.0.1") && !o.is_insecure("127.0.0.10:5000") && !o.is_insecure("127.0.0.1:x"));
+        assert!(!o.is_insecure("plain.example:80"));
+        assert_eq!(o.endpoint(&r("registry.example:5000/app:1")), "mirror.internal");
+    }
 
     #[test]
     fn challenges() {

@@ -159,6 +159,64 @@ impl Attester for EmulatedSocketAttester {
     }
 }
 
+/// The emulated SNP platform reached through a character device: the guest end of the
+/// virtio-serial port (`/dev/vportNpM` named `cloister.tee.0`) whose host end is the endpoint.
+/// One stream for the VM's lifetime, so requests are serialised; a reply that does not come
+/// within the timeout fails the request. **Proves nothing about hardware.**
+#[derive(Debug)]
+pub struct EmulatedPortAttester {
+    path: std::path::PathBuf,
+    port: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    timeout: std::time::Duration,
+}
+
+impl EmulatedPortAttester {
+    /// Reports from the endpoint behind the port at `path` (opened on first use).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        tracing::warn!("EMULATED SEV-SNP platform endpoint in use: its evidence proves nothing about hardware");
+        Self { path: path.into(), port: Arc::default(), timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl Attester for EmulatedPortAttester {
+    fn tee(&self) -> Tee {
+        Tee::Snp
+    }
+
+    fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let err = |detail: String| AttesterError::Platform { tee: "emulated-snp", detail };
+        let rd = cloister_kbs_protocol::binding::fit::<64>(digest);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (port, path) = (self.port.clone(), self.path.clone());
+        // The port has no read timeout: ask on a thread and stop waiting after `timeout`.
+        std::thread::spawn(move || {
+            let mut guard = port.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = (|| {
+                if guard.is_none() {
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                    *guard = Some(f);
+                }
+                let f = guard.as_mut().ok_or("port not open")?;
+                cloister_emulate::service::request(f, &rd)
+            })();
+            if r.is_err() {
+                // Start over with a fresh open next time (a half-read reply must not leak into
+                // the next request).
+                *guard = None;
+            }
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(self.timeout) {
+            Ok(r) => r.map_err(err),
+            Err(_) => Err(err(format!("no reply from {} within {:?}", self.path.display(), self.timeout))),
+        }
+    }
+}
+
 /// This machine's hardware TEE, probed in order: configfs-tsm (SNP, TDX), then `/dev/sev-guest`.
 /// Never the emulated platform and never `sample`: those must be asked for by name.
 pub fn detect() -> Result<Arc<dyn Attester>, AttesterError> {

@@ -20,8 +20,8 @@ pub mod tsm;
 
 pub use admin::AdminClient;
 pub use attester::{
-    Attester, AttesterError, EmulatedSnpAttester, EmulatedSocketAttester, EmulatedTdxAttester, SampleAttester,
-    detect as detect_attester,
+    Attester, AttesterError, EmulatedPortAttester, EmulatedSnpAttester, EmulatedSocketAttester, EmulatedTdxAttester,
+    SampleAttester, detect as detect_attester,
 };
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
 pub use sevguest::SevGuestAttester;

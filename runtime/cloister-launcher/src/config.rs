@@ -289,6 +289,28 @@ pub struct VmConfig {
     pub channel: Channel,
     /// Directory for the QMP socket, the console log and QEMU's own log.
     pub run_dir: PathBuf,
+    /// Guest networking.
+    pub network: Network,
+    /// Hand the initdata TOML (when [`VmConfig::initdata`] is [`InitDataSource::Toml`]) to the
+    /// guest as the fw_cfg file [`INITDATA_FW_CFG_NAME`], written to `<run_dir>/initdata.toml`.
+    /// The channel is untrusted: the guest checks the digest against its evidence (HOST_DATA /
+    /// MRCONFIGID), and the key broker checks it again.
+    pub deliver_initdata: bool,
+}
+
+/// The fw_cfg name under which the guest finds its initdata
+/// (`/sys/firmware/qemu_fw_cfg/by_name/opt/io.cloister/initdata/raw`).
+pub const INITDATA_FW_CFG_NAME: &str = "opt/io.cloister/initdata";
+
+/// Guest networking.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    /// No network device.
+    #[default]
+    None,
+    /// QEMU user-mode networking (slirp) on a `virtio-net-pci` device: the guest is 10.0.2.15/24
+    /// behind NAT, the host's loopback is 10.0.2.2, nothing reaches the guest from outside.
+    User,
 }
 
 impl VmConfig {
@@ -307,7 +329,14 @@ impl VmConfig {
             initdata: None,
             channel: Channel::None,
             run_dir: run_dir.into(),
+            network: Network::None,
+            deliver_initdata: false,
         }
+    }
+
+    /// Where [`VmConfig::deliver_initdata`] writes the initdata for fw_cfg.
+    pub fn initdata_file(&self) -> PathBuf {
+        self.run_dir.join("initdata.toml")
     }
 
     /// The QMP control socket (`<run_dir>/qmp.sock`).

@@ -31,8 +31,8 @@ pub mod qemu;
 pub mod qmp;
 
 pub use config::{
-    Accel, Channel, EmulatedConfig, InitDataSource, QgsSocket, SeConfig, SnpConfig, SnpIdBlock, TdxConfig, TeeKind,
-    VmConfig,
+    AGENT_PORT_NAME, Accel, Channel, EMULATED_TEE_PORT_NAME, EmulatedConfig, INITDATA_FW_CFG_NAME, InitDataSource,
+    Network, QgsSocket, SeConfig, SnpConfig, SnpIdBlock, TdxConfig, TeeKind, VmConfig,
 };
 pub use error::{ConfigError, LaunchError, MeasureError, QmpError};
 pub use measure::{LaunchMeasurement, SeMeasurement, SnpMeasurement, TdxMeasurement, expected_measurement};

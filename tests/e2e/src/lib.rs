@@ -2,6 +2,9 @@
 //! from the workspace target directory. Trusts nothing but the binaries it starts.
 #![forbid(unsafe_code)]
 
+pub mod guest;
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -9,11 +9,10 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use cloister_e2e::registry::{Registry, layout_of};
 use cloister_e2e::{KbsProcess, binary, run};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
@@ -29,90 +28,6 @@ fn have(tool: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-struct Registry {
-    child: std::process::Child,
-    host: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry(dir: &Path) -> Registry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let host = format!("127.0.0.1:{port}");
-    fs::write(
-        dir.join("reg.yml"),
-        format!("version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {host}}}\n", dir.join("reg").display()),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.join("reg.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&host).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Registry { child, host }
-}
-
-/// A one-layer OCI layout of `src` (GNU tar + gzip), tag `v1`.
-fn layout_of(src: &Path, layout: &Path) {
-    let tar = Command::new("tar")
-        .args(["--numeric-owner", "--sort=name", "-C"])
-        .arg(src)
-        .args(["-cf", "-", "."])
-        .output()
-        .unwrap()
-        .stdout;
-    let mut gz = Command::new("gzip").args(["-n", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    {
-        use std::io::Write;
-        gz.stdin.take().unwrap().write_all(&tar).unwrap();
-    }
-    let gz = gz.wait_with_output().unwrap().stdout;
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| {
-        let h = sha(b);
-        fs::write(blobs.join(&h), b).unwrap();
-        h
-    };
-    let lh = put(&gz);
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
-        sha(&tar)
-    );
-    let ch = put(config.as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{lh}","size":{}}}]}}"#,
-        config.len(),
-        gz.len()
-    );
-    let mh = put(manifest.as_bytes());
-    fs::write(
-        layout.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
-            manifest.len()
-        ),
-    )
-    .unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 #[test]
@@ -139,7 +54,7 @@ fn encrypted_image_opens_only_after_attestation() {
     let src = d.join("src");
     fs::create_dir_all(src.join("app")).unwrap();
     fs::write(src.join("app/config.txt"), "the confidential workload\n").unwrap();
-    layout_of(&src, &d.join("plain"));
+    layout_of(&src, &d.join("plain")).unwrap();
     ok(&run(Command::new("openssl").args(["genrsa", "-out"]).arg(d.join("rsa.pem")).arg("2048")), "genrsa");
     ok(
         &run(Command::new("openssl")
@@ -169,7 +84,7 @@ fn encrypted_image_opens_only_after_attestation() {
     )
     .unwrap();
     assert_eq!(n, 1);
-    let reg = start_registry(d);
+    let reg = Registry::start(d).unwrap();
     ok(
         &run(Command::new("skopeo")
             .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])

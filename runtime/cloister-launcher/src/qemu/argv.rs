@@ -30,7 +30,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::config::{
-    AGENT_PORT_NAME, Accel, Channel, EMULATED_TEE_PORT_NAME, QgsSocket, SnpConfig, TdxConfig, TeeKind, VmConfig,
+    AGENT_PORT_NAME, Accel, Channel, EMULATED_TEE_PORT_NAME, INITDATA_FW_CFG_NAME, InitDataSource, Network, QgsSocket,
+    SnpConfig, TdxConfig, TeeKind, VmConfig,
 };
 use crate::error::ConfigError;
 
@@ -168,6 +169,17 @@ pub fn qemu_argv(cfg: &VmConfig) -> Result<Vec<OsString>, ConfigError> {
         a.opt("-chardev", joined("socket,id=tee,path=", endpoint.as_os_str(), ""));
         a.opt("-device", format!("virtserialport,chardev=tee,name={EMULATED_TEE_PORT_NAME}"));
     }
+    match cfg.network {
+        Network::None => {}
+        Network::User => {
+            let net = if s390 { "virtio-net-ccw" } else { "virtio-net-pci" };
+            a.opt("-netdev", "user,id=net0");
+            a.opt("-device", format!("{net},netdev=net0,romfile={iommu}"));
+        }
+    }
+    if cfg.deliver_initdata && matches!(cfg.initdata, Some(InitDataSource::Toml(_))) {
+        a.opt("-fw_cfg", joined(&format!("name={INITDATA_FW_CFG_NAME},file="), cfg.initdata_file().as_os_str(), ""));
+    }
     Ok(a.0)
 }
 
@@ -294,5 +306,28 @@ mod tests {
         assert!(argv.contains(&"socket,id=tee,path=/run/emu.sock".to_owned()));
         assert!(argv.contains(&"virtio-serial-pci,id=vser0".to_owned()));
         assert!(!argv.iter().any(|a| a.contains("sev-snp-guest")));
+    }
+
+    #[test]
+    fn user_network_and_initdata_by_fw_cfg() {
+        let mut c = plain();
+        c.network = Network::User;
+        c.initdata = Some(InitDataSource::Toml("algorithm = \"sha256\"\nversion = \"0.1.0\"\n".into()));
+        let argv = |c: &VmConfig| -> Vec<String> {
+            qemu_argv(c).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        let a = argv(&c);
+        assert!(a.windows(2).any(|w| w == ["-netdev", "user,id=net0"]), "{a:?}");
+        assert!(a.contains(&"virtio-net-pci,netdev=net0,romfile=".to_owned()));
+        // Not delivered unless asked.
+        assert!(!a.iter().any(|x| x == "-fw_cfg"));
+        c.deliver_initdata = true;
+        let a = argv(&c);
+        let file = c.initdata_file();
+        let expected = format!("name={INITDATA_FW_CFG_NAME},file={}", file.display());
+        assert!(a.windows(2).any(|w| w[0] == "-fw_cfg" && w[1] == expected), "{a:?}");
+        // A digest alone has no file to deliver.
+        c.initdata = Some(InitDataSource::Digest(vec![0; 32]));
+        assert!(!argv(&c).iter().any(|x| x == "-fw_cfg"));
     }
 }

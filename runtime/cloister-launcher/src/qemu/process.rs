@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::Launcher;
-use crate::config::{Channel, TeeKind, VmConfig};
+use crate::config::{Channel, InitDataSource, TeeKind, VmConfig};
 use crate::error::{LaunchError, MeasureError, QmpError};
 use crate::measure::{LaunchMeasurement, expected_measurement};
 use crate::qemu::argv::qemu_argv;
@@ -97,6 +97,12 @@ impl Launcher for QemuLauncher {
         };
         for s in std::iter::once(&qmp_socket).chain(agent_socket.as_ref()) {
             remove_stale_socket(s).map_err(io("removing stale socket", s))?;
+        }
+        if cfg.deliver_initdata
+            && let Some(InitDataSource::Toml(toml)) = &cfg.initdata
+        {
+            let f = cfg.initdata_file();
+            std::fs::write(&f, toml).map_err(io("writing initdata", &f))?;
         }
         let qemu_log = cfg.qemu_log();
         let log = File::create(&qemu_log).map_err(io("creating", &qemu_log))?;
