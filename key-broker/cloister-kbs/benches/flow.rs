@@ -14,7 +14,14 @@
 //! 3. A load phase: C concurrent clients (16 and 64) looping full flows, then Bearer fetches.
 //!
 //! `cargo bench -p cloister-kbs --bench flow`; `CLOISTER_BENCH_QUICK=1` makes everything short
-//! (Criterion: 10 samples, 1 s; load: 1 s per point) for CI smoke tests.
+//! (Criterion: 10 samples, 1 s; load: 1 s per point) for CI smoke tests. `CLOISTER_BENCH_LOAD_SECS=N`
+//! sets the length of each load point; `CLOISTER_BENCH_ONLY=load` skips Criterion and the
+//! breakdown (`=breakdown` skips Criterion only).
+//!
+//! Because the load generator shares the cores, each load point also reports the CPU time of the
+//! server's threads per operation and what that makes the server's own capacity on the machine's
+//! cores (cores ÷ server CPU per operation): the rate the server would sustain with the clients
+//! elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -53,6 +60,11 @@ fn now() -> u64 {
 fn quick() -> bool {
     std::env::var("CLOISTER_BENCH_QUICK").is_ok_and(|v| v == "1" || v == "true")
         || std::env::args().any(|a| a == "--test")
+}
+
+/// `CLOISTER_BENCH_ONLY`: `load` (load phase only), `breakdown` (breakdown and load), unset: all.
+fn only() -> Option<String> {
+    std::env::var("CLOISTER_BENCH_ONLY").ok().filter(|v| !v.is_empty())
 }
 
 fn runtime(name: &str) -> Runtime {
@@ -529,6 +541,7 @@ fn print_load(what: &str, c: usize, l: &Load) {
         l.elapsed.as_secs_f64()
     );
     let per_op = |t: f64| t / l.ops.max(1) as f64 * 1e6;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     println!(
         "      CPU: {:.2} of the cores busy; per op {:.0} µs (server threads {:.0} µs, client threads {:.0} µs)",
         l.cpu[2] / l.elapsed.as_secs_f64(),
@@ -536,10 +549,21 @@ fn print_load(what: &str, c: usize, l: &Load) {
         per_op(l.cpu[0]),
         per_op(l.cpu[1])
     );
+    if l.cpu[0] > 0.0 {
+        println!(
+            "      server alone: {:.3} ms CPU per op = {:.0} ops/s on {cores:.0} cores",
+            per_op(l.cpu[0]) / 1e3,
+            cores * l.ops as f64 / l.cpu[0]
+        );
+    }
 }
 
 fn load_phase(crt: &Runtime, url: &str, attester: &Arc<dyn Attester>) {
-    let dur = if quick() { Duration::from_secs(1) } else { Duration::from_secs(5) };
+    let secs = std::env::var("CLOISTER_BENCH_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0);
+    let dur = Duration::from_secs_f64(secs.unwrap_or(if quick() { 1.0 } else { 5.0 }));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "\n== Load ({:.0} s per point; {cores} cores shared by client and server in one process: \
@@ -592,19 +616,23 @@ fn main() {
     crt.block_on(full_flow(&srv.url, &attester));
     let floor = Floor::new(platform.clone());
 
-    let mut c = Criterion::default();
-    if quick() {
-        c = c.sample_size(10).measurement_time(Duration::from_secs(1)).warm_up_time(Duration::from_millis(500));
+    if only().is_none() {
+        let mut c = Criterion::default();
+        if quick() {
+            c = c.sample_size(10).measurement_time(Duration::from_secs(1)).warm_up_time(Duration::from_millis(500));
+        }
+        let mut c = c.configure_from_args();
+        criterion_benches(&mut c, &crt, &srv.url, &attester, &floor);
+        c.final_summary();
     }
-    let mut c = c.configure_from_args();
-    criterion_benches(&mut c, &crt, &srv.url, &attester, &floor);
-    c.final_summary();
 
     if std::env::args().any(|a| a == "--list") {
         srv.stop(&srt);
         return;
     }
-    breakdown(&crt, &srv, &attester, &floor);
+    if only().as_deref() != Some("load") {
+        breakdown(&crt, &srv, &attester, &floor);
+    }
     load_phase(&crt, &srv.url, &attester);
     srv.stop(&srt);
 }
