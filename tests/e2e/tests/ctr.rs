@@ -239,6 +239,64 @@ impl Setup {
     }
 }
 
+/// Processes whose command line contains both `a` and `b`.
+fn pids_with(a: &str, b: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let cmd = text(&fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        if cmd.contains(a) && cmd.split(' ').any(|w| w == b) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rustix_kill(pid: u32) {
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+}
+
+/// A bare QEMU boot of the same kernel, initrd and command line with the launcher: time to the
+/// agent's first answer, and QEMU's RSS once idle.
+fn bare_boot(s: &Setup) -> (Duration, u64) {
+    use cloister_launcher::{Accel, Channel, Launcher, Network, QemuLauncher, VmConfig};
+    let run_dir = s.d.join("bare");
+    let mut cfg = VmConfig::new("bare", s.image.kernel(), &run_dir);
+    cfg.accel = Accel::Tcg;
+    cfg.memory_mib = 512;
+    cfg.initrd = Some(s.image.initrd());
+    cfg.cmdline = s.image.cmdline.trim_end().to_owned();
+    cfg.network = Network::User;
+    cfg.channel = Channel::VirtioSerial { socket: run_dir.join("agent.sock") };
+    let started = Instant::now();
+    let mut vm = QemuLauncher::default().launch(&cfg).unwrap();
+    let pid = vm.pid();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (took, rss) = rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(run_dir.join("agent.sock")).await.unwrap();
+        let client = cloister_agent::AgentClient::new(stream).with_timeout(Some(Duration::from_secs(120)));
+        let _ = client.stats_container("probe").await;
+        let took = started.elapsed();
+        // Idle, as the pod's QEMU is when it is measured.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = rss_kib(pid);
+        let _ = client.destroy_sandbox().await;
+        (took, rss)
+    });
+    let _ = vm.wait_timeout(Duration::from_secs(20));
+    let _ = vm.kill();
+    (took, rss)
+}
+
 fn rustix_is_root() -> bool {
     // The effective uid, from /proc (no unsafe libc call needed).
     fs::read_to_string("/proc/self/status")
@@ -321,6 +379,77 @@ fn ctr_runs_containers_in_vms() {
     assert!(err.contains("starting the pod VM"), "{err}");
     let _ = s.containerd.ctr(&["containers", "delete", "broken"]);
     s.assert_clean();
+
+    // 4. QEMU missing, and a guest that never answers in time: clear errors, nothing left.
+    let no_qemu = s.runtime_config("no-qemu", "qemu = \"/nonexistent/qemu-system-x86_64\"\n");
+    let (o, _) = s.ctr_run(&no_qemu, &busybox, "no-qemu", &[], &["/bin/true"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("/nonexistent/qemu-system-x86_64"), "{err}");
+    let _ = s.containerd.ctr(&["containers", "delete", "no-qemu"]);
+    s.assert_clean();
+    let slow = s.d.join("slow.toml");
+    fs::write(&slow, fs::read_to_string(&plain).unwrap().replace("boot_timeout_secs = 120", "boot_timeout_secs = 1"))
+        .unwrap();
+    let (o, _) = s.ctr_run(&slow, &busybox, "slow", &[], &["/bin/true"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("did not answer within 1s"), "{err}");
+    let _ = s.containerd.ctr(&["containers", "delete", "slow"]);
+    s.assert_clean();
+
+    // 5. Speed and memory against a bare QEMU boot of the same kernel and initrd (to the agent's
+    //    first answer), in the same run; then the agent channel dropped under a running pod
+    //    (QEMU killed): the task ends with 137 and everything is cleaned up.
+    let bare = bare_boot(&s);
+    // One VM at a time (2 cores): the pod start is timed with nothing else running.
+    let (o, pod_start) = s.ctr_run(&plain, &busybox, "timed", &[], &["/bin/echo", "ready"]);
+    assert_eq!(text(&o.stdout), "ready\n", "{}", text(&o.stderr));
+    let o = s.containerd.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &cfg,
+        &busybox,
+        "idle",
+        "/bin/sleep",
+        "600",
+    ]);
+    assert!(o.status.success(), "ctr run -d: {}\n{}", text(&o.stderr), s.diagnostics());
+    std::thread::sleep(Duration::from_secs(2));
+    let vm_root = s.d.join("vm").display().to_string();
+    let qemu = qemus_with(&vm_root);
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    let shim = pids_with("containerd-shim-cloister-v2", "idle");
+    let (qemu_rss, shim_rss) = (rss_kib(qemu[0]), shim.iter().map(|p| rss_kib(*p)).sum::<u64>());
+    let report = serde_json::json!({
+        "bare_qemu_boot_to_agent_s": bare.0.as_secs_f64(),
+        "ctr_run_to_output_s": pod_start.as_secs_f64(),
+        "pod_start_ratio": pod_start.as_secs_f64() / bare.0.as_secs_f64(),
+        "bare_qemu_rss_kib": bare.1,
+        "pod_qemu_rss_kib": qemu_rss,
+        "pod_shim_rss_kib": shim_rss,
+        "pod_memory_ratio": (qemu_rss + shim_rss) as f64 / bare.1 as f64,
+    });
+    eprintln!("runtime speed/memory (goals: start <= 1.3x, memory <= 1.2x): {report}");
+    let _ = fs::write(std::env::temp_dir().join("cloister-runtime-bench.json"), report.to_string());
+    rustix_kill(qemu[0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ls = text(&s.containerd.ctr(&["task", "ls"]).stdout);
+        if ls.lines().any(|l| l.starts_with("idle") && l.contains("STOPPED")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "idle not stopped after QEMU died: {ls}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = s.containerd.ctr(&["task", "delete", "idle"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let _ = s.containerd.ctr(&["containers", "delete", "idle"]);
+    s.assert_clean();
+    assert!(pids_with("containerd-shim-cloister-v2", "idle").is_empty(), "the shim outlived its pod");
 
     emulated_snp(&s);
 }
