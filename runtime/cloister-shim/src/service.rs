@@ -602,7 +602,10 @@ impl Task for Service {
             let _ = exit_tx.send(Some((code, now())));
             let mut st = self.state.lock().await;
             if let Some(c) = st.containers.get_mut(&req.id) {
-                c.init.status = Status::STOPPED;
+                let p = if req.exec_id.is_empty() { Some(&mut c.init) } else { c.execs.get_mut(&req.exec_id) };
+                if let Some(p) = p {
+                    p.status = Status::STOPPED;
+                }
             }
             return Ok(api::Empty::new());
         }
