@@ -26,3 +26,5 @@ default RemoveContainerRequest := true
 default StatsContainerRequest := true
 
 default DestroySandboxRequest := true
+
+default GetMetricsRequest := true

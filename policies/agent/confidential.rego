@@ -119,3 +119,6 @@ default RemoveContainerRequest := true
 default StatsContainerRequest := true
 
 default DestroySandboxRequest := true
+
+# Step durations and counters only (no workload data), as Kata allows by default.
+default GetMetricsRequest := true

@@ -9,7 +9,8 @@
 #   hardware      2 when the TCB is at least every minimum listed (no list: no constraint),
 #                 97 otherwise
 #   configuration 2 when the guest is not debuggable and, if the evidence is bound to initdata,
-#                 its HOST_DATA / MRCONFIGID equals that digest; 36 otherwise
+#                 its HOST_DATA / MRCONFIGID equals that digest, and that digest is listed under
+#                 `init_data` when the tenant lists any; 36 otherwise
 #
 # Evidence from the emulated TEE, CoCo's `sample` TEE or no TEE (`none`) matches none of these
 # rules and stays at the pessimistic defaults.
@@ -43,6 +44,13 @@ at_least(name, value) if {
 	}
 }
 
+# The tenant's initdata (agent policy, key broker): when digests are listed under `init_data`,
+# the guest must present one of them (and be bound to it, below). A host that launches the guest
+# with other initdata — say, a permissive agent policy — is not affirmed.
+initdata_approved if not data.reference.init_data
+
+initdata_approved if input.init_data in data.reference.init_data
+
 # --- SEV-SNP ---------------------------------------------------------------------------------
 
 executables := 3 if {
@@ -61,6 +69,7 @@ configuration := 2 if {
 	input.snp
 	not snp_debuggable
 	snp_bound_to_initdata
+	initdata_approved
 	listed_or_unset("snp_smt_enabled", input.snp.platform_smt_enabled)
 	listed_or_unset("snp_tsme_enabled", input.snp.platform_tsme_enabled)
 	listed_or_unset("snp_single_socket", input.snp.policy_single_socket)
@@ -105,6 +114,7 @@ configuration := 2 if {
 	input.tdx.td_attributes.debug == false
 	tdx_xfam_ok
 	tdx_bound_to_initdata
+	initdata_approved
 }
 
 tdx_xfam_ok if not data.reference.xfam

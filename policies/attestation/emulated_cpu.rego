@@ -39,12 +39,14 @@ configuration := 2 if {
 	input.emulated_snp
 	not input.emulated_snp.policy_debug_allowed
 	bound(input.emulated_snp.host_data)
+	initdata_approved
 }
 
 configuration := 2 if {
 	input.emulated_tdx
 	input.emulated_tdx.td_attributes.debug == false
 	bound(input.emulated_tdx.mr_config_id)
+	initdata_approved
 }
 
 bound(_) if not input.init_data
@@ -52,3 +54,8 @@ bound(_) if not input.init_data
 bound(field) if startswith(input.init_data, field)
 
 bound(field) if startswith(field, input.init_data)
+
+# The tenant's initdata digests (reference values `init_data`), when listed: see default_cpu.
+initdata_approved if not data.reference.init_data
+
+initdata_approved if input.init_data in data.reference.init_data

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::container::{ContainerError, ContainerSpec, Runner};
 use crate::image::{ImageError, ImageProvider, PreparedRootfs};
 use crate::init::{ExtraMount, ProcessConfig};
+use crate::metrics::{Step, StepMetrics};
 use crate::policy::{AgentPolicy, rule_for};
 use crate::proto::{self, SERVICE};
 use crate::server::Handler;
@@ -38,6 +39,7 @@ pub struct Agent {
     /// Ids with a `CreateContainer` in progress.
     creating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     shutdown: Arc<Notify>,
+    metrics: Arc<StepMetrics>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -204,7 +206,15 @@ impl Agent {
             rootfs: Default::default(),
             creating: Default::default(),
             shutdown: Arc::new(Notify::new()),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records step timings in `metrics` (shared with the image providers), served by
+    /// `GetMetrics`.
+    pub fn with_metrics(mut self, metrics: Arc<StepMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Notified when the host asked for `DestroySandbox` (after every container is gone).
@@ -241,6 +251,7 @@ impl Agent {
         let resources = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
         let id = req.container_id.clone();
         let _reservation = self.reserve(&id)?;
+        let started = std::time::Instant::now();
 
         let dir = self.container_dir(&id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -273,6 +284,7 @@ impl Agent {
             return Err(e.into());
         }
         self.rootfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, rootfs);
+        self.metrics.record(Step::ContainerCreate, started.elapsed());
         Ok(proto::Empty {})
     }
 
@@ -391,6 +403,10 @@ impl Agent {
                         pids_stats: Some(proto::PidsStats { current: s.pids_current, limit: s.pids_limit }),
                     }),
                 }))
+            }
+            "GetMetrics" => {
+                let _r = request!(proto::GetMetricsRequest);
+                Ok(encode(&proto::Metrics { metrics: self.metrics.prometheus() }))
             }
             "DestroySandbox" => {
                 let _r = request!(proto::DestroySandboxRequest);

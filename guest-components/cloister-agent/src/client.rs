@@ -265,6 +265,11 @@ impl AgentClient {
         self.call("StatsContainer", &req).await
     }
 
+    /// `GetMetrics`: the agent's metrics (Prometheus text).
+    pub async fn get_metrics(&self) -> Result<String, ClientError> {
+        self.call::<_, proto::Metrics>("GetMetrics", &proto::GetMetricsRequest {}).await.map(|m| m.metrics)
+    }
+
     /// `DestroySandbox`.
     pub async fn destroy_sandbox(&self) -> Result<(), ClientError> {
         self.call::<_, proto::Empty>("DestroySandbox", &proto::DestroySandboxRequest {}).await.map(drop)

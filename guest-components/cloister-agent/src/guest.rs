@@ -17,6 +17,7 @@ use cloister_kbs_client::{Attester, KbsClient};
 use cloister_kbs_protocol::initdata::InitData;
 
 use crate::image::{BoxFuture, ImageError, ImageProvider, PreparedRootfs};
+use crate::metrics::{Step, StepMetrics};
 
 /// Why the guest configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -227,17 +228,64 @@ pub fn ear_verdict(token: &str) -> Result<(), String> {
 }
 
 /// An [`ImageProvider`] that attests to the key broker before every pull: no attestation, or an
-/// appraisal that is not `affirming`, no image. The token is cached by the client until it
-/// expires, so a pod's second container does not attest again.
+/// appraisal that is not `affirming`, no image. The token is reused while it is valid, so a
+/// pod's second container does not attest again.
 pub struct AttestedImages {
     kbs: Arc<KbsClient>,
     inner: Box<dyn ImageProvider>,
+    metrics: Arc<StepMetrics>,
 }
 
 impl AttestedImages {
     /// Gates `inner` on attestation through `kbs`.
     pub fn new(kbs: Arc<KbsClient>, inner: Box<dyn ImageProvider>) -> Self {
-        AttestedImages { kbs, inner }
+        AttestedImages { kbs, inner, metrics: Arc::default() }
+    }
+
+    /// Records attestation timings in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<StepMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+}
+
+/// The key broker as the source of image layer key-encryption keys (CoCo's
+/// `attestation-agent` key provider), through the data hub; each release is timed.
+pub struct BrokerKeks {
+    cdh: cloister_image::secrets::CdhSecrets,
+    metrics: Arc<StepMetrics>,
+}
+
+impl BrokerKeks {
+    /// KEKs fetched through `kbs` (attesting when its token is missing or expired).
+    pub fn new(kbs: Arc<KbsClient>, metrics: Arc<StepMetrics>) -> Self {
+        BrokerKeks { cdh: cloister_image::secrets::CdhSecrets(Arc::new(cloister_cdh::Cdh::new(kbs))), metrics }
+    }
+
+    /// The decryption configuration a pull uses: the `attestation-agent` provider over these KEKs.
+    pub fn decrypt_config(self) -> cloister_ocicrypt::DecryptConfig {
+        let provider = cloister_ocicrypt::AttestationAgentProvider::new(self);
+        cloister_ocicrypt::DecryptConfig { jwe_keys: Vec::new(), providers: vec![Arc::new(provider)] }
+    }
+}
+
+impl cloister_ocicrypt::KekSource for BrokerKeks {
+    fn get_resource<'a>(
+        &'a self,
+        uri: &'a str,
+    ) -> cloister_ocicrypt::BoxFuture<'a, Result<zeroize::Zeroizing<Vec<u8>>, cloister_ocicrypt::KekSourceError>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let kek = cloister_ocicrypt::KekSource::get_resource(&self.cdh, uri).await;
+            match &kek {
+                Ok(_) => {
+                    self.metrics.record(Step::KeyRelease, started.elapsed());
+                    tracing::info!(kid = uri, elapsed = ?started.elapsed(), "layer key-encryption key released");
+                }
+                Err(e) => tracing::warn!(kid = uri, error = %e, "layer key-encryption key refused"),
+            }
+            kek
+        })
     }
 }
 
@@ -249,9 +297,13 @@ impl ImageProvider for AttestedImages {
     ) -> BoxFuture<'a, Result<PreparedRootfs, ImageError>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let token = self.kbs.attest().await.map_err(|e| ImageError::Attestation(e.to_string()))?;
+            let (token, attested) =
+                self.kbs.ensure_token().await.map_err(|e| ImageError::Attestation(e.to_string()))?;
             ear_verdict(&token).map_err(ImageError::Attestation)?;
-            tracing::info!(elapsed = ?started.elapsed(), "attested to the key broker");
+            if attested {
+                self.metrics.record(Step::Attestation, started.elapsed());
+                tracing::info!(elapsed = ?started.elapsed(), "attested to the key broker");
+            }
             self.inner.prepare(reference, container_dir).await
         })
     }

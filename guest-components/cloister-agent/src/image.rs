@@ -11,6 +11,9 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::metrics::{Step, StepMetrics};
 
 /// Longest image reference accepted.
 pub const MAX_REFERENCE: usize = 512;
@@ -86,12 +89,19 @@ fn check_reference(reference: &str) -> Result<(), ImageError> {
 /// Pulls images from registries with [`cloister_image::Puller`].
 pub struct PullerImages {
     puller: cloister_image::Puller,
+    metrics: Arc<StepMetrics>,
 }
 
 impl PullerImages {
     /// Uses `puller` (its options carry the signature policy and decryption keys).
     pub fn new(puller: cloister_image::Puller) -> Self {
-        PullerImages { puller }
+        PullerImages { puller, metrics: Arc::default() }
+    }
+
+    /// Records pull timings in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<StepMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Parses a reference the way the pull will (exposed for checks and tests).
@@ -111,12 +121,16 @@ impl ImageProvider for PullerImages {
         Box::pin(async move {
             let r = Self::parse(reference)?;
             let rootfs = container_dir.join("rootfs");
+            let started = std::time::Instant::now();
             let pulled = self
                 .puller
                 .pull(&r, &rootfs)
                 .await
                 .map_err(|source| ImageError::Pull { reference: reference.to_owned(), source })?;
-            tracing::info!(image = %r, manifest = %pulled.manifest_digest, "image pulled");
+            self.metrics.record(Step::ImagePull, started.elapsed());
+            let encrypted = pulled.layers.iter().filter(|l| l.encrypted).count();
+            tracing::info!(image = %r, manifest = %pulled.manifest_digest, encrypted_layers = encrypted,
+                elapsed = ?started.elapsed(), "image pulled");
             Ok(PreparedRootfs { path: pulled.rootfs, owned: true })
         })
     }

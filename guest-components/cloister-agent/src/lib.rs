@@ -26,6 +26,7 @@ pub mod container;
 pub mod guest;
 pub mod image;
 pub mod init;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod server;

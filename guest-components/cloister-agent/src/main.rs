@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 
-use cloister_agent::guest::{AttestedImages, GuestConfig, KbsConfig, check_binding};
+use cloister_agent::guest::{AttestedImages, BrokerKeks, GuestConfig, KbsConfig, check_binding};
 use cloister_agent::image::{ImageProvider, LocalImages, PullerImages};
+use cloister_agent::metrics::StepMetrics;
 use cloister_agent::transport::Listen;
 use cloister_agent::{Agent, AgentPolicy, Runner, RunnerConfig};
 use cloister_kbs_client::{Attester, ClientOptions, KbsClient, TrustMode};
@@ -124,6 +125,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let metrics = Arc::new(StepMetrics::default());
+    // The key broker named by (bound) initdata: every pull is gated on attestation, and layer
+    // keys of encrypted images come from it (CoCo's `attestation-agent` key provider).
+    let kbs = match guest.as_ref().and_then(|g| g.kbs.as_ref().map(|k| (k, g))) {
+        Some((k, g)) => {
+            let attester = attester.clone().unwrap_or_else(|| Arc::new(NoTee));
+            let opts = ClientOptions { init_data: Some(g.body.clone()), trust: trust_for(k)?, ..Default::default() };
+            Some(Arc::new(KbsClient::new(&k.url, attester, opts)?))
+        }
+        None => None,
+    };
     let mut images: Box<dyn ImageProvider> = match &args.local_images {
         Some(dir) => Box::new(LocalImages::new(dir)),
         None => {
@@ -132,21 +144,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 loopback_via: args.registry_loopback_via.clone(),
                 ..Default::default()
             })?;
-            let opts =
-                cloister_image::PullOptions { layer_store: Some(args.state_dir.join("layers")), ..Default::default() };
-            Box::new(PullerImages::new(cloister_image::Puller::new(registry, opts)))
+            let decrypt = match &kbs {
+                Some(client) => BrokerKeks::new(client.clone(), metrics.clone()).decrypt_config(),
+                // Without a key broker an encrypted layer stays closed (a typed pull error).
+                None => Default::default(),
+            };
+            let opts = cloister_image::PullOptions {
+                layer_store: Some(args.state_dir.join("layers")),
+                decrypt,
+                ..Default::default()
+            };
+            Box::new(PullerImages::new(cloister_image::Puller::new(registry, opts)).with_metrics(metrics.clone()))
         }
     };
-    if let Some(kbs) = guest.as_ref().and_then(|g| g.kbs.as_ref().map(|k| (k, g))) {
-        let (k, g) = kbs;
-        let attester = attester.clone().unwrap_or_else(|| Arc::new(NoTee));
-        let opts = ClientOptions { init_data: Some(g.body.clone()), trust: trust_for(k)?, ..Default::default() };
-        let client = Arc::new(KbsClient::new(&k.url, attester, opts)?);
-        images = Box::new(AttestedImages::new(client, images));
+    if let Some(client) = kbs {
+        images = Box::new(AttestedImages::new(client, images).with_metrics(metrics.clone()));
     }
     let id = policy.id().to_owned();
     let runner = Runner::new(RunnerConfig { cgroup_root: args.cgroup_root.clone(), ..Default::default() });
-    let agent = Arc::new(Agent::new(policy, runner, images, args.state_dir.clone()));
+    let agent = Arc::new(Agent::new(policy, runner, images, args.state_dir.clone()).with_metrics(metrics));
     let listen = match args.serial {
         Some(p) => Listen::Serial(p),
         None => args.listen,

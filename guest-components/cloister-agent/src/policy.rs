@@ -114,6 +114,7 @@ pub fn rule_for(method: &str) -> Option<&'static str> {
         "RemoveContainer" => "RemoveContainerRequest",
         "StatsContainer" => "StatsContainerRequest",
         "DestroySandbox" => "DestroySandboxRequest",
+        "GetMetrics" => "GetMetricsRequest",
         _ => return None,
     })
 }

@@ -479,6 +479,18 @@ pub struct CloseStdinRequest {
 #[derive(Clone, PartialEq, Message, Serialize)]
 pub struct DestroySandboxRequest {}
 
+/// `GetMetricsRequest`.
+#[derive(Clone, PartialEq, Message, Serialize)]
+pub struct GetMetricsRequest {}
+
+/// `Metrics`: the agent's metrics in the Prometheus text format.
+#[derive(Clone, PartialEq, Message, Serialize)]
+pub struct Metrics {
+    /// The exposition text.
+    #[prost(string, tag = "1")]
+    pub metrics: String,
+}
+
 /// The image a `CreateContainerRequest` asks for: the `source` of its `image_guest_pull`
 /// storage (exactly one allowed), else the CRI image-name annotation. `Err` names the problem.
 pub fn image_reference(req: &CreateContainerRequest) -> Result<&str, String> {

@@ -755,7 +755,7 @@ fn cert_tbs(cert: &[u8]) -> Option<&[u8]> {
 }
 
 /// The whole SubjectPublicKeyInfo element of a certificate.
-fn cert_spki(cert: &[u8]) -> Option<&[u8]> {
+pub(crate) fn cert_spki(cert: &[u8]) -> Option<&[u8]> {
     let mut rest = cert_tbs(cert)?;
     // version, serial, signature, issuer, validity, subject, then the SPKI.
     for _ in 0..6 {
@@ -769,11 +769,11 @@ fn io_err(path: &Path, source: std::io::Error) -> EmulateError {
     EmulateError::Io { path: path.display().to_string(), source }
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> EmulateError {
+pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> EmulateError {
     EmulateError::InvalidState { path: path.display().to_string(), reason: reason.into() }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, EmulateError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, EmulateError> {
     std::fs::read(path).map_err(|e| io_err(path, e))
 }
 

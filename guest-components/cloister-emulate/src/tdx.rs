@@ -23,8 +23,9 @@
 //! TCB info v3 with one `UpToDate` level equal to the platform's TCB, and a `TD_QE` identity v2,
 //! freshly signed and valid for [`COLLATERAL_VALIDITY_SECS`].
 //!
-//! Generation takes a few milliseconds (P-256 keys only). The state is not persisted: generate a
-//! new platform per process, or keep the root pinned only as long as the process lives.
+//! Generation takes a few milliseconds (P-256 keys only). [`EmulatedTdx::save`] writes the chain
+//! and keys to a directory (beside an emulated SNP platform: every file is `tdx-*`) and
+//! [`EmulatedTdx::load`] reads them back, checking each key against its certificate.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -128,16 +129,38 @@ impl TdxQuoteRequest {
     }
 }
 
+/// The state file of a saved platform.
+const TDX_STATE_FILE: &str = "tdx-emulator.json";
+/// Its format tag.
+const TDX_STATE_FORMAT: &str = "cloister-emulate-tdx/1";
+
+/// The emulated QE's MRENCLAVE and MRSIGNER and the TDX module's MRSEAM: fixed labels' digests.
+fn fixed_identities() -> ([u8; 32], [u8; 32], [u8; 48]) {
+    let digest = |label: &str| ring::digest::digest(&ring::digest::SHA384, label.as_bytes());
+    let mut qe_mr_enclave = [0u8; 32];
+    qe_mr_enclave.copy_from_slice(&digest("cloister-emulate TD_QE MRENCLAVE").as_ref()[..32]);
+    let mut qe_mr_signer = [0u8; 32];
+    qe_mr_signer.copy_from_slice(&digest("cloister-emulate TD_QE MRSIGNER").as_ref()[..32]);
+    let mut mr_seam = [0u8; 48];
+    mr_seam.copy_from_slice(digest("cloister-emulate TDX module").as_ref());
+    (qe_mr_enclave, qe_mr_signer, mr_seam)
+}
+
 /// A P-256 key held as PKCS#8 with its `ring` key pair (fixed-width `r ‖ s` signatures).
 struct P256Key {
     pair: EcdsaKeyPair,
+    pkcs8: Vec<u8>,
 }
 
 impl P256Key {
     fn generate(rng: &SystemRandom) -> Result<Self, EmulateError> {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng).map_err(crypto)?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng).map_err(crypto)?;
-        Ok(Self { pair })
+        Self::from_pkcs8(pkcs8.as_ref(), rng)
+    }
+
+    fn from_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Result<Self, EmulateError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, rng).map_err(crypto)?;
+        Ok(Self { pair, pkcs8: pkcs8.to_vec() })
     }
 
     /// The uncompressed point (0x04 ‖ X ‖ Y).
@@ -395,17 +418,150 @@ impl EmulatedTdx {
             },
             &root_key,
         )?;
-        let digest = |label: &str| ring::digest::digest(&ring::digest::SHA384, label.as_bytes());
-        let mut qe_mr_enclave = [0u8; 32];
-        qe_mr_enclave.copy_from_slice(&digest("cloister-emulate TD_QE MRENCLAVE").as_ref()[..32]);
-        let mut qe_mr_signer = [0u8; 32];
-        qe_mr_signer.copy_from_slice(&digest("cloister-emulate TD_QE MRSIGNER").as_ref()[..32]);
-        let mut mr_seam = [0u8; 48];
-        mr_seam.copy_from_slice(digest("cloister-emulate TDX module").as_ref());
+        let (qe_mr_enclave, qe_mr_signer, mr_seam) = fixed_identities();
         Ok(Self {
             qe_id: random(&rng)?,
             rng,
             tcb,
+            root_key,
+            pck_ca_key,
+            pck_key,
+            tcb_signing_key,
+            attestation_key,
+            root_der,
+            pck_ca_der,
+            pck_der,
+            tcb_signing_der,
+            qe_mr_enclave,
+            qe_mr_signer,
+            mr_seam,
+        })
+    }
+
+    /// Writes the chain, keys and metadata into `dir` (created if missing): `tdx-emulator.json`,
+    /// `tdx-root.pem`, `tdx-pck-ca.pem`, `tdx-pck.pem`, `tdx-tcb-signing.pem` and the matching
+    /// `tdx-*-key.pem` (PKCS#8, mode 0600) plus `tdx-attestation-key.pem`.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), EmulateError> {
+        use crate::snp::write_file;
+        std::fs::create_dir_all(dir).map_err(|e| EmulateError::Io { path: dir.display().to_string(), source: e })?;
+        let t = &self.tcb;
+        let state = json!({
+            "format": TDX_STATE_FORMAT,
+            "fmspc": hex::encode(t.fmspc),
+            "sgx_components": hex::encode(t.sgx_components),
+            "pce_svn": t.pce_svn,
+            "tee_tcb_svn": hex::encode(t.tee_tcb_svn),
+            "qe_svn": t.qe_svn,
+            "qe_id": hex::encode(self.qe_id),
+        });
+        write_file(&dir.join(TDX_STATE_FILE), state.to_string().as_bytes(), false)?;
+        for (name, der) in self.certs() {
+            write_file(&dir.join(format!("tdx-{name}.pem")), der::pem_encode("CERTIFICATE", der).as_bytes(), false)?;
+        }
+        for (name, key) in self.keys() {
+            write_file(
+                &dir.join(format!("tdx-{name}-key.pem")),
+                der::pem_encode("PRIVATE KEY", &key.pkcs8).as_bytes(),
+                true,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn certs(&self) -> [(&'static str, &[u8]); 4] {
+        [
+            ("root", &self.root_der),
+            ("pck-ca", &self.pck_ca_der),
+            ("pck", &self.pck_der),
+            ("tcb-signing", &self.tcb_signing_der),
+        ]
+    }
+
+    fn keys(&self) -> [(&'static str, &P256Key); 5] {
+        [
+            ("root", &self.root_key),
+            ("pck-ca", &self.pck_ca_key),
+            ("pck", &self.pck_key),
+            ("tcb-signing", &self.tcb_signing_key),
+            ("attestation", &self.attestation_key),
+        ]
+    }
+
+    /// Whether `dir` holds a saved TDX platform.
+    pub fn exists(dir: &std::path::Path) -> bool {
+        dir.join(TDX_STATE_FILE).exists()
+    }
+
+    /// Reads a directory written by [`EmulatedTdx::save`], checking that every certified key
+    /// matches its certificate.
+    pub fn load(dir: &std::path::Path) -> Result<Self, EmulateError> {
+        use crate::snp::{cert_spki, invalid, read_file};
+        let rng = SystemRandom::new();
+        let state_path = dir.join(TDX_STATE_FILE);
+        let state: serde_json::Value = serde_json::from_slice(&read_file(&state_path)?)
+            .map_err(|e| invalid(&state_path, format!("not valid emulator state: {e}")))?;
+        if state.get("format").and_then(|f| f.as_str()) != Some(TDX_STATE_FORMAT) {
+            return Err(invalid(&state_path, format!("format is not {TDX_STATE_FORMAT:?}")));
+        }
+        fn bytes<const N: usize>(
+            v: &serde_json::Value,
+            k: &str,
+            path: &std::path::Path,
+        ) -> Result<[u8; N], EmulateError> {
+            let mut out = [0u8; N];
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .and_then(|h| hex::decode_to_slice(h, &mut out).ok())
+                .ok_or_else(|| invalid(path, format!("{k} is not {N} bytes of hex")))?;
+            Ok(out)
+        }
+        let num = |k: &str| -> Result<u16, EmulateError> {
+            state
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| invalid(&state_path, format!("{k} is not a 16-bit number")))
+        };
+        let tcb = TdxPlatformTcb {
+            fmspc: bytes(&state, "fmspc", &state_path)?,
+            sgx_components: bytes(&state, "sgx_components", &state_path)?,
+            pce_svn: num("pce_svn")?,
+            tee_tcb_svn: bytes(&state, "tee_tcb_svn", &state_path)?,
+            qe_svn: num("qe_svn")?,
+        };
+        let qe_id = bytes(&state, "qe_id", &state_path)?;
+        let pem = |file: String, label: &str| -> Result<Vec<u8>, EmulateError> {
+            let path = dir.join(&file);
+            let text = String::from_utf8(read_file(&path)?).map_err(|_| invalid(&path, "not UTF-8 PEM"))?;
+            let mut ders = der::pem_decode_all(&text, label)?;
+            match (ders.pop(), ders.is_empty()) {
+                (Some(d), true) => Ok(d),
+                _ => Err(invalid(&path, format!("expected exactly one {label} block"))),
+            }
+        };
+        let key = |name: &str| P256Key::from_pkcs8(&pem(format!("tdx-{name}-key.pem"), "PRIVATE KEY")?, &rng);
+        let cert = |name: &str, k: &P256Key| -> Result<Vec<u8>, EmulateError> {
+            let file = format!("tdx-{name}.pem");
+            let der = pem(file.clone(), "CERTIFICATE")?;
+            if cert_spki(&der) != Some(&k.spki()[..]) {
+                return Err(invalid(
+                    &dir.join(file),
+                    "the certificate's public key does not match the saved private key",
+                ));
+            }
+            Ok(der)
+        };
+        let (root_key, pck_ca_key, pck_key) = (key("root")?, key("pck-ca")?, key("pck")?);
+        let (tcb_signing_key, attestation_key) = (key("tcb-signing")?, key("attestation")?);
+        let root_der = cert("root", &root_key)?;
+        let pck_ca_der = cert("pck-ca", &pck_ca_key)?;
+        let pck_der = cert("pck", &pck_key)?;
+        let tcb_signing_der = cert("tcb-signing", &tcb_signing_key)?;
+        let (qe_mr_enclave, qe_mr_signer, mr_seam) = fixed_identities();
+        Ok(Self {
+            rng,
+            tcb,
+            qe_id,
             root_key,
             pck_ca_key,
             pck_key,

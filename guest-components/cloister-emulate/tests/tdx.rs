@@ -135,3 +135,34 @@ fn debug_tds_are_rejected_by_default() {
     );
     lax.verify(&quote, Some(&collateral), now()).unwrap();
 }
+
+#[test]
+fn saved_platforms_load_and_keep_their_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = emulated();
+    assert!(!EmulatedTdx::exists(dir.path()));
+    emu.save(dir.path()).unwrap();
+    assert!(EmulatedTdx::exists(dir.path()));
+    let loaded = EmulatedTdx::load(dir.path()).unwrap();
+    assert_eq!(loaded.root_der(), emu.root_der());
+    assert_eq!(loaded.tcb(), emu.tcb());
+    // A quote from the loaded platform verifies with collateral from the original, and back.
+    let quote = loaded.quote(&request(7)).unwrap();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    verifier_for(emu).verify(&quote, Some(&collateral), now()).unwrap();
+    let collateral = TdxCollateral::from_json(loaded.collateral_json().unwrap().as_bytes()).unwrap();
+    verifier_for(&loaded).verify(&emu.quote(&request(8)).unwrap(), Some(&collateral), now()).unwrap();
+    // Private keys are not world-readable.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("tdx-root-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    // A key swapped for another platform's is refused, naming the file.
+    let other = tempfile::tempdir().unwrap();
+    EmulatedTdx::generate().unwrap().save(other.path()).unwrap();
+    std::fs::copy(other.path().join("tdx-pck-key.pem"), dir.path().join("tdx-pck-key.pem")).unwrap();
+    let err = EmulatedTdx::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tdx-pck.pem") && err.contains("does not match"), "{err}");
+    // Garbage state.
+    std::fs::write(dir.path().join("tdx-emulator.json"), b"{}").unwrap();
+    assert!(EmulatedTdx::load(dir.path()).is_err());
+}

@@ -159,7 +159,7 @@ impl Attester for EmulatedSocketAttester {
     }
 }
 
-/// The emulated SNP platform reached through a character device: the guest end of the
+/// The emulated SNP or TDX platform reached through a character device: the guest end of the
 /// virtio-serial port (`/dev/vportNpM` named `cloister.tee.0`) whose host end is the endpoint.
 /// One stream for the VM's lifetime, so requests are serialised; a reply that does not come
 /// within the timeout fails the request. **Proves nothing about hardware.**
@@ -168,23 +168,51 @@ pub struct EmulatedPortAttester {
     path: std::path::PathBuf,
     port: Arc<std::sync::Mutex<Option<std::fs::File>>>,
     timeout: std::time::Duration,
+    /// SNP or TDX, learnt from the endpoint's first reply (a report or a quote).
+    kind: std::sync::Mutex<Option<Tee>>,
 }
 
 impl EmulatedPortAttester {
-    /// Reports from the endpoint behind the port at `path` (opened on first use).
+    /// Evidence from the endpoint behind the port at `path` (opened on first use); whether the
+    /// emulated platform is SEV-SNP or TDX is learnt from its first reply.
     pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
-        tracing::warn!("EMULATED SEV-SNP platform endpoint in use: its evidence proves nothing about hardware");
-        Self { path: path.into(), port: Arc::default(), timeout: std::time::Duration::from_secs(30) }
+        tracing::warn!("EMULATED TEE platform endpoint in use: its evidence proves nothing about hardware");
+        Self {
+            path: path.into(),
+            port: Arc::default(),
+            timeout: std::time::Duration::from_secs(30),
+            kind: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn kind(&self) -> Option<Tee> {
+        *self.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Attester for EmulatedPortAttester {
+    /// The emulated platform's TEE; asks the endpoint once (zero report data) when no evidence
+    /// has been requested yet. An endpoint that does not answer is taken for SNP (the evidence
+    /// request that follows then fails with the reason).
     fn tee(&self) -> Tee {
-        Tee::Snp
+        if let Some(k) = self.kind() {
+            return k;
+        }
+        let _ = self.evidence(&[0u8; 64]);
+        self.kind().unwrap_or(Tee::Snp)
     }
 
     fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
-        let err = |detail: String| AttesterError::Platform { tee: "emulated-snp", detail };
+        let v = self.ask(digest)?;
+        let kind = if v.get("quote").is_some() { Tee::Tdx } else { Tee::Snp };
+        *self.kind.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kind);
+        Ok(v)
+    }
+}
+
+impl EmulatedPortAttester {
+    fn ask(&self, digest: &[u8]) -> Result<Value, AttesterError> {
+        let err = |detail: String| AttesterError::Platform { tee: "emulated", detail };
         let rd = cloister_kbs_protocol::binding::fit::<64>(digest);
         let (tx, rx) = std::sync::mpsc::channel();
         let (port, path) = (self.port.clone(), self.path.clone());

@@ -276,12 +276,18 @@ impl KbsClient {
     }
 
     async fn cached_token(&self) -> Result<String, ClientError> {
+        self.ensure_token().await.map(|(t, _)| t)
+    }
+
+    /// The cached token while it is valid for at least five more seconds, else a new one from
+    /// `/auth` + `/attest`; the flag says whether this call attested.
+    pub async fn ensure_token(&self) -> Result<(String, bool), ClientError> {
         if let Some(c) = self.token.lock().await.as_ref()
             && c.exp > now() + 5
         {
-            return Ok(c.token.clone());
+            return Ok((c.token.clone(), false));
         }
-        self.attest().await
+        self.attest().await.map(|t| (t, true))
     }
 
     /// Fetches and decrypts `repo/type/tag` (or a `kbs:///repo/type/tag` URI) with a Bearer

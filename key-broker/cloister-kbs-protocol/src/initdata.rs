@@ -97,6 +97,21 @@ impl InitData {
         String::from_utf8(body).map_err(|_| bad("the document is not UTF-8".into()))
     }
 
+    /// Encodes a TOML body as the [`ANNOTATION`] value (gzip, then standard base64), as
+    /// CoCo's tooling does. The gzip header carries no name or time, so the value is stable.
+    pub fn annotation_value(body: &str) -> Result<String, InitDataError> {
+        use base64::Engine;
+        use std::io::Write;
+        if body.len() > MAX_INITDATA_LEN {
+            return Err(InitDataError::TooLarge(body.len()));
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(body.as_bytes())
+            .and_then(|()| gz.finish())
+            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+            .map_err(|e| InitDataError::Annotation(format!("compressing: {e}")))
+    }
+
     /// Parses the [`ANNOTATION`] value.
     pub fn from_annotation(value: &str) -> Result<Self, InitDataError> {
         Self::parse(&Self::body_from_annotation(value)?)
@@ -197,6 +212,10 @@ url = "https://kbs.example:8080"
         // The digest covers the decompressed TOML bytes, not the annotation.
         assert_eq!(from_annotation.digest, HashAlgorithm::Sha384.digest(DOC.as_bytes()));
         assert_eq!(InitData::body_from_annotation(&format!("  {a}\n")).unwrap(), DOC);
+        // Our encoder round-trips and is deterministic.
+        let ours = InitData::annotation_value(DOC).unwrap();
+        assert_eq!(InitData::body_from_annotation(&ours).unwrap(), DOC);
+        assert_eq!(ours, InitData::annotation_value(DOC).unwrap());
     }
 
     #[test]

@@ -140,7 +140,9 @@ impl Verifiers {
         };
         let mut tdx_emulated = Vec::new();
         for r in &c.tdx_emulated_roots {
-            let der = read(&r.cert)?;
+            let der = cloister_kbs_protocol::admin::pem_or_der(&read(&r.cert)?)
+                .map_err(|e| ConfigError::Invalid(format!("emulated TDX root {}: {e}", r.cert.display())))?
+                .to_vec();
             let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
             if !actual.eq_ignore_ascii_case(r.sha256.trim()) {
                 return Err(ConfigError::Invalid(format!(

@@ -78,6 +78,8 @@ pub enum TeeName {
     Se,
     /// The emulated SEV-SNP platform (development; proves nothing about hardware).
     EmulatedSnp,
+    /// The emulated TDX platform (development; proves nothing about hardware).
+    EmulatedTdx,
 }
 
 /// Accelerator choice.
@@ -186,10 +188,30 @@ impl Default for VmSection {
 pub struct EmulatedSection {
     /// Platform directory made by `cloister emulate init`.
     pub platform_dir: PathBuf,
-    /// Firmware the MEASUREMENT is computed against (an AmdSev OVMF with kernel hashes).
+    /// Firmware the measurement is computed against: an AmdSev OVMF with kernel hashes
+    /// (SNP MEASUREMENT), or a TDVF (TDX MRTD).
     pub reference_firmware: PathBuf,
     /// SNP guest policy reported.
     pub policy: Option<u64>,
+    /// SNP only: HOST_DATA to report instead of the initdata digest (64 hex digits). A real host chooses
+    /// HOST_DATA at launch; this models a host that launches with one initdata and hands the
+    /// guest another, for tests of the guest's binding check. Never set it otherwise.
+    pub insecure_host_data: Option<String>,
+}
+
+impl EmulatedSection {
+    /// The HOST_DATA override, parsed.
+    pub fn host_data_override(&self) -> Result<Option<[u8; 32]>, String> {
+        self.insecure_host_data
+            .as_deref()
+            .map(|h| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h, &mut out)
+                    .map_err(|e| format!("[emulated] insecure_host_data: {e} (want 64 hex digits)"))?;
+                Ok(out)
+            })
+            .transpose()
+    }
 }
 
 /// `[initdata]`.
@@ -224,8 +246,13 @@ impl RuntimeConfig {
         if c.guest.cmdline.is_some() && c.guest.cmdline_file.is_some() {
             return Err(invalid("[guest] has both cmdline and cmdline_file".into()));
         }
-        if c.vm.tee == TeeName::EmulatedSnp && c.emulated.is_none() {
-            return Err(invalid("tee = \"emulated-snp\" needs an [emulated] section".into()));
+        if matches!(c.vm.tee, TeeName::EmulatedSnp | TeeName::EmulatedTdx) && c.emulated.is_none() {
+            return Err(invalid("an emulated tee needs an [emulated] section".into()));
+        }
+        if let Some(e) = &c.emulated
+            && e.host_data_override().map_err(invalid)?.is_some()
+        {
+            tracing::warn!(path = %path.display(), "[emulated] insecure_host_data set: the emulated platform lies about HOST_DATA");
         }
         if c.vm.vcpus == 0 || c.vm.memory_mib < 64 {
             return Err(invalid("[vm] needs vcpus >= 1 and memory_mib >= 64".into()));

@@ -76,6 +76,7 @@ pub struct Sandbox {
     pid: u32,
     measurement: LaunchMeasurement,
     console: PathBuf,
+    boot: Duration,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -133,50 +134,73 @@ pub fn vm_config(
                 snp,
             })
         }
+        TeeName::EmulatedTdx => {
+            let e = cfg.emulated.as_ref().ok_or_else(|| SandboxError::Config("no [emulated] section".into()))?;
+            TeeKind::EmulatedTdx(EmulatedConfig {
+                endpoint: run_dir.join("tee.sock"),
+                reference_firmware: Some(e.reference_firmware.clone()),
+                snp: SnpConfig::default(),
+            })
+        }
     };
     vm.validate().map_err(|e| SandboxError::Config(e.to_string()))?;
     Ok(vm)
 }
 
-/// Serves the emulated SNP platform on `vm`'s endpoint socket, reporting the launch measurement
-/// of `vm` and its initdata digest as HOST_DATA, for the life of the shim (one shim per pod).
+/// Serves the emulated platform (SNP or TDX) on `vm`'s endpoint socket, for the life of the shim
+/// (one shim per pod): SNP reports with the launch measurement of `vm` and its initdata digest as
+/// HOST_DATA; TDX quotes with the reference TDVF's MRTD and the initdata digest as MRCONFIGID.
 fn serve_emulated(cfg: &RuntimeConfig, vm: &VmConfig) -> Result<LaunchMeasurement, SandboxError> {
-    use cloister_emulate::service::{LaunchState, serve_connection};
-    let TeeKind::EmulatedSnp(e) = &vm.tee else { return Err(SandboxError::Emulated("not an emulated VM".into())) };
+    use cloister_emulate::service::{Endpoint, LaunchState, SnpEndpoint, TdxEndpoint, TdxLaunchState, serve_endpoint};
     let section = cfg.emulated.as_ref().ok_or_else(|| SandboxError::Emulated("no [emulated] section".into()))?;
-    let platform = cloister_emulate::snp::EmulatedSnp::load(&section.platform_dir)
-        .map_err(|err| SandboxError::Emulated(format!("loading {}: {err}", section.platform_dir.display())))?;
     let measurement = cloister_launcher::expected_measurement(vm)
         .map_err(|err| SandboxError::Emulated(format!("computing the launch measurement: {err}")))?;
-    let LaunchMeasurement::Snp(m) = &measurement else {
-        return Err(SandboxError::Emulated("no SNP measurement for an emulated SNP VM".into()));
+    let dir = &section.platform_dir;
+    let loading =
+        |err: cloister_emulate::EmulateError| SandboxError::Emulated(format!("loading {}: {err}", dir.display()));
+    let (endpoint, name, shown): (Arc<dyn Endpoint>, _, _) = match (&vm.tee, &measurement) {
+        (TeeKind::EmulatedSnp(e), LaunchMeasurement::Snp(m)) => {
+            let platform = Arc::new(cloister_emulate::snp::EmulatedSnp::load(dir).map_err(loading)?);
+            let host_data = match section.host_data_override().map_err(SandboxError::Config)? {
+                Some(lie) => lie,
+                None => vm
+                    .effective_host_data(&e.snp)
+                    .map_err(|err| SandboxError::Config(err.to_string()))?
+                    .unwrap_or([0; 32]),
+            };
+            let launch = LaunchState { measurement: m.measurement.0, host_data, policy: m.policy };
+            let shown = format!("measurement {} host_data {}", m.measurement.to_hex(), hex::encode(host_data));
+            (Arc::new(SnpEndpoint { platform, launch }), "SEV-SNP", shown)
+        }
+        (TeeKind::EmulatedTdx(_), LaunchMeasurement::Tdx(m)) => {
+            if section.insecure_host_data.is_some() {
+                return Err(SandboxError::Config("[emulated] insecure_host_data applies to SNP only".into()));
+            }
+            let platform = Arc::new(cloister_emulate::tdx::EmulatedTdx::load(dir).map_err(loading)?);
+            let launch = TdxLaunchState { mr_td: m.mrtd.0, mr_config_id: m.mrconfigid.unwrap_or([0; 48]) };
+            let shown =
+                format!("mr_td {} mr_config_id {}", hex::encode(launch.mr_td), hex::encode(launch.mr_config_id));
+            (Arc::new(TdxEndpoint { platform, launch }), "TDX", shown)
+        }
+        _ => return Err(SandboxError::Emulated("not an emulated VM, or no measurement for its TEE".into())),
     };
-    let launch = LaunchState {
-        measurement: m.measurement.0,
-        host_data: vm
-            .effective_host_data(&e.snp)
-            .map_err(|err| SandboxError::Config(err.to_string()))?
-            .unwrap_or([0; 32]),
-        policy: m.policy,
+    let socket = match &vm.tee {
+        TeeKind::EmulatedSnp(e) | TeeKind::EmulatedTdx(e) => e.endpoint.clone(),
+        _ => return Err(SandboxError::Emulated("not an emulated VM".into())),
     };
     std::fs::create_dir_all(&vm.run_dir)
         .map_err(|source| SandboxError::Io { what: format!("creating {}", vm.run_dir.display()), source })?;
-    let _ = std::fs::remove_file(&e.endpoint);
-    let listener = std::os::unix::net::UnixListener::bind(&e.endpoint)
-        .map_err(|source| SandboxError::Io { what: format!("binding {}", e.endpoint.display()), source })?;
-    tracing::warn!(
-        vm = %vm.name,
-        measurement = %m.measurement.to_hex(),
-        host_data = %hex::encode(launch.host_data),
-        "serving the EMULATED SEV-SNP platform: its evidence proves nothing about hardware"
-    );
-    let platform = Arc::new(platform);
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|source| SandboxError::Io { what: format!("binding {}", socket.display()), source })?;
+    tracing::warn!(vm = %vm.name, platform = name, launch = %shown,
+        "serving the EMULATED platform: its evidence proves nothing about hardware");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
-            let platform = platform.clone();
+            let endpoint = endpoint.clone();
             std::thread::spawn(move || {
-                if let Err(err) = serve_connection(&platform, &launch, stream) {
+                if let Err(err) = serve_endpoint(endpoint.as_ref(), stream) {
                     tracing::warn!(error = %err, "emulated platform connection closed");
                 }
             });
@@ -214,7 +238,7 @@ impl Sandbox {
         started: Instant,
     ) -> Result<Sandbox, SandboxError> {
         let vm_cfg = vm_config(cfg, id, run_dir, initdata)?;
-        if matches!(vm_cfg.tee, TeeKind::EmulatedSnp(_)) {
+        if matches!(vm_cfg.tee, TeeKind::EmulatedSnp(_) | TeeKind::EmulatedTdx(_)) {
             serve_emulated(cfg, &vm_cfg)?;
         }
         let launcher = QemuLauncher { binary: cfg.vm.qemu.clone(), ..QemuLauncher::default() };
@@ -288,8 +312,9 @@ impl Sandbox {
                 e => e,
             });
         }
-        tracing::info!(sandbox = id, elapsed = ?started.elapsed(), measurement = ?measurement.hex(), "guest agent ready");
-        Ok(Sandbox { id: id.to_owned(), vm, agent, run_dir: run_dir.to_owned(), pid, measurement, console })
+        let boot = started.elapsed();
+        tracing::info!(sandbox = id, elapsed = ?boot, measurement = ?measurement.hex(), "guest agent ready");
+        Ok(Sandbox { id: id.to_owned(), vm, agent, run_dir: run_dir.to_owned(), pid, measurement, console, boot })
     }
 
     /// The agent.
@@ -300,6 +325,25 @@ impl Sandbox {
     /// QEMU's pid (what containerd sees as the task's pid).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// From the launch request to the agent's first answer.
+    pub fn boot_time(&self) -> Duration {
+        self.boot
+    }
+
+    /// The step timings of the guest (the agent's `GetMetrics`) with the VM's boot time, as one
+    /// JSON object of seconds: `vm_boot_s`, `attestation_s`, `key_release_s`, `image_pull_s`,
+    /// `container_create_s` (the guest's steps only when they ran). `None` when the agent does
+    /// not answer.
+    pub async fn step_timings(&self) -> Option<serde_json::Value> {
+        let text = self.agent.get_metrics().await.ok()?;
+        let mut out = serde_json::Map::new();
+        out.insert("vm_boot_s".into(), self.boot.as_secs_f64().into());
+        for (step, secs) in cloister_agent::metrics::last_seconds(&text) {
+            out.insert(format!("{step}_s"), secs.into());
+        }
+        Some(serde_json::Value::Object(out))
     }
 
     /// The launch measurement computed for this VM.

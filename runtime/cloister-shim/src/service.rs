@@ -412,6 +412,10 @@ impl Task for Service {
                 }
                 return Err(e);
             }
+            // What the pod's start cost, step by step (the guest's part from its agent).
+            if let Some(t) = sandbox.step_timings().await {
+                tracing::info!(container = %id, timings = %t, "pod step timings");
+            }
         }
         let pid = sandbox.pid();
         st.containers.insert(

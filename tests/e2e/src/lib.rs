@@ -2,6 +2,7 @@
 //! from the workspace target directory. Trusts nothing but the binaries it starts.
 #![forbid(unsafe_code)]
 
+pub mod containerd;
 pub mod guest;
 pub mod registry;
 
@@ -37,6 +38,8 @@ pub struct KbsProcess {
     pub cert_sha256: Option<String>,
     /// Admin key file.
     pub admin_key: PathBuf,
+    /// Its log (`<dir>/kbs.log`, level from `$CLOISTER_E2E_KBS_LOG`, default `info`).
+    pub log: PathBuf,
 }
 
 impl KbsProcess {
@@ -45,6 +48,8 @@ impl KbsProcess {
         let cfg = dir.join("kbs.toml");
         std::fs::write(&cfg, config)?;
         let admin_key = dir.join("admin.pem");
+        let log = dir.join("kbs.log");
+        let level = std::env::var("CLOISTER_E2E_KBS_LOG").unwrap_or_else(|_| "info".into());
         let mut child = Command::new(kbs)
             .arg("--config-file")
             .arg(&cfg)
@@ -52,9 +57,9 @@ impl KbsProcess {
             .arg(dir.join("kbs-data"))
             .arg("--admin-key-out")
             .arg(&admin_key)
-            .env("CLOISTER_LOG", "warn")
+            .env("CLOISTER_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
@@ -72,7 +77,14 @@ impl KbsProcess {
         }
         std::thread::spawn(move || for _ in lines {});
         let url = url.ok_or_else(|| std::io::Error::other("cloister-kbs did not start"))?;
-        Ok(Self { child, url, cert_sha256, admin_key })
+        Ok(Self { child, url, cert_sha256, admin_key, log })
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 

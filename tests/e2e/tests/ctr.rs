@@ -18,105 +18,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use cloister_e2e::containerd::{Containerd, RUNTIME, bare_boot, is_root, kill, pids_with, qemus_with, rss_kib, text};
 use cloister_e2e::guest::{GuestImage, ImageOptions, console_tail, guest_image, missing, prerequisites, which};
 use cloister_e2e::registry::{Registry, layout_of};
-use cloister_e2e::{KbsProcess, bin_dir, binary, run};
-
-const NS: &str = "cloister-test";
-const RUNTIME: &str = "io.containerd.cloister.v2";
-
-/// A private containerd (killed on drop, with every shim and VM it started).
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        let socket = dir.join("containerd.sock");
-        let log = dir.join("containerd.log");
-        fs::write(
-            dir.join("containerd.toml"),
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\", \
-                 \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", \
-                 \"io.containerd.snapshotter.v1.devmapper\"]\n\
-                 [grpc]\naddress = \"{sock}\"\n[ttrpc]\naddress = \"{sock}.ttrpc\"\n[debug]\nlevel = \"debug\"\n",
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = socket.display()
-            ),
-        )
-        .unwrap();
-        // The shim is found on containerd's PATH, as on a node where it is installed.
-        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("containerd.toml"))
-            .env("PATH", path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let c = Containerd { child, socket, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let o = c.ctr(&["version"]);
-            if o.status.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "containerd did not start:\n{}", c.log_tail());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        run(Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", NS])
-            .args(args)
-            .stdin(Stdio::null()))
-    }
-
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// QEMU processes whose command line names `needle`.
-fn qemus_with(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = text(&cmd);
-        if cmd.contains("qemu-system") && cmd.contains(needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
+use cloister_e2e::{KbsProcess, binary, run};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -135,7 +43,7 @@ impl Setup {
                 return missing(&format!("{tool} not installed (apt-get install containerd docker-registry skopeo)"));
             }
         }
-        if !rustix_is_root() {
+        if !is_root() {
             return missing("containerd needs root");
         }
         binary("containerd-shim-cloister-v2")?;
@@ -164,9 +72,7 @@ impl Setup {
         }
         let containerd = Containerd::start(&d);
         for name in ["busybox", "other"] {
-            let reference = format!("{}/{name}:v1", registry.host);
-            let o = containerd.ctr(&["images", "pull", "--plain-http", &reference]);
-            assert!(o.status.success(), "ctr pull: {}{}", text(&o.stdout), text(&o.stderr));
+            containerd.pull_plain_http(&format!("{}/{name}:v1", registry.host));
         }
         Some(Setup { _dir: dir, d, image, containerd, registry, cloister })
     }
@@ -206,8 +112,20 @@ impl Setup {
         (o, started.elapsed())
     }
 
+    /// `ctr run -d` (detached) with the runtime config at `cfg`.
+    fn run_detached(&self, cfg: &Path, image: &str, id: &str, extra: &[&str], cmd: &[&str]) -> Output {
+        let cfg = cfg.display().to_string();
+        let mut args =
+            vec!["run", "-d", "--snapshotter", "native", "--runtime", RUNTIME, "--runtime-config-path", &cfg];
+        args.extend_from_slice(extra);
+        args.push(image);
+        args.push(id);
+        args.extend_from_slice(cmd);
+        self.containerd.ctr(&args)
+    }
+
     fn diagnostics(&self) -> String {
-        let mut s = format!("--- containerd log (tail)\n{}\n", self.containerd.log_tail());
+        let mut s = format!("--- containerd log (tail)\n{}\n", self.containerd.log_tail(60));
         if let Ok(dirs) = fs::read_dir(self.d.join("vm")) {
             for e in dirs.flatten() {
                 s.push_str(&format!(
@@ -239,72 +157,6 @@ impl Setup {
     }
 }
 
-/// Processes whose command line contains both `a` and `b`.
-fn pids_with(a: &str, b: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let cmd = text(&fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
-        if cmd.contains(a) && cmd.split(' ').any(|w| w == b) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rustix_kill(pid: u32) {
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-}
-
-/// A bare QEMU boot of the same kernel, initrd and command line with the launcher: time to the
-/// agent's first answer, and QEMU's RSS once idle.
-fn bare_boot(s: &Setup) -> (Duration, u64) {
-    use cloister_launcher::{Accel, Channel, Launcher, Network, QemuLauncher, VmConfig};
-    let run_dir = s.d.join("bare");
-    let mut cfg = VmConfig::new("bare", s.image.kernel(), &run_dir);
-    cfg.accel = Accel::Tcg;
-    cfg.memory_mib = 512;
-    cfg.initrd = Some(s.image.initrd());
-    cfg.cmdline = s.image.cmdline.trim_end().to_owned();
-    cfg.network = Network::User;
-    cfg.channel = Channel::VirtioSerial { socket: run_dir.join("agent.sock") };
-    let started = Instant::now();
-    let mut vm = QemuLauncher::default().launch(&cfg).unwrap();
-    let pid = vm.pid();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (took, rss) = rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(run_dir.join("agent.sock")).await.unwrap();
-        let client = cloister_agent::AgentClient::new(stream).with_timeout(Some(Duration::from_secs(120)));
-        let _ = client.stats_container("probe").await;
-        let took = started.elapsed();
-        // Idle, as the pod's QEMU is when it is measured.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss = rss_kib(pid);
-        let _ = client.destroy_sandbox().await;
-        (took, rss)
-    });
-    let _ = vm.wait_timeout(Duration::from_secs(20));
-    let _ = vm.kill();
-    (took, rss)
-}
-
-fn rustix_is_root() -> bool {
-    // The effective uid, from /proc (no unsafe libc call needed).
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
-
 #[test]
 fn ctr_runs_containers_in_vms() {
     let Some(s) = Setup::new() else { return };
@@ -332,21 +184,7 @@ fn ctr_runs_containers_in_vms() {
     s.assert_clean();
 
     // 2. `ctr task kill` of a detached, long-running container.
-    let cfg = plain.display().to_string();
-    let o = s.containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--runtime-config-path",
-        &cfg,
-        &busybox,
-        "sleeper",
-        "/bin/sleep",
-        "600",
-    ]);
+    let o = s.run_detached(&plain, &busybox, "sleeper", &[], &["/bin/sleep", "600"]);
     assert!(o.status.success(), "ctr run -d: {}\n{}", text(&o.stderr), s.diagnostics());
     let o = s.containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "sleeper"]);
     assert!(o.status.success(), "ctr task kill: {}", text(&o.stderr));
@@ -399,24 +237,11 @@ fn ctr_runs_containers_in_vms() {
     // 5. Speed and memory against a bare QEMU boot of the same kernel and initrd (to the agent's
     //    first answer), in the same run; then the agent channel dropped under a running pod
     //    (QEMU killed): the task ends with 137 and everything is cleaned up.
-    let bare = bare_boot(&s);
+    let bare = bare_boot(&s.image, &s.d.join("bare"));
     // One VM at a time (2 cores): the pod start is timed with nothing else running.
     let (o, pod_start) = s.ctr_run(&plain, &busybox, "timed", &[], &["/bin/echo", "ready"]);
     assert_eq!(text(&o.stdout), "ready\n", "{}", text(&o.stderr));
-    let o = s.containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--runtime-config-path",
-        &cfg,
-        &busybox,
-        "idle",
-        "/bin/sleep",
-        "600",
-    ]);
+    let o = s.run_detached(&plain, &busybox, "idle", &[], &["/bin/sleep", "600"]);
     assert!(o.status.success(), "ctr run -d: {}\n{}", text(&o.stderr), s.diagnostics());
     std::thread::sleep(Duration::from_secs(2));
     let vm_root = s.d.join("vm").display().to_string();
@@ -435,7 +260,7 @@ fn ctr_runs_containers_in_vms() {
     });
     eprintln!("runtime speed/memory (goals: start <= 1.3x, memory <= 1.2x): {report}");
     let _ = fs::write(std::env::temp_dir().join("cloister-runtime-bench.json"), report.to_string());
-    rustix_kill(qemu[0]);
+    kill(qemu[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ls = text(&s.containerd.ctr(&["task", "ls"]).stdout);
@@ -568,23 +393,7 @@ fn emulated_snp(s: &Setup) {
     s.assert_clean();
 
     // d. … and exec from the host.
-    let cfg = emulated.display().to_string();
-    let o = s.containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--runtime-config-path",
-        &cfg,
-        ann[0],
-        ann[1],
-        &busybox,
-        "emu-exec",
-        "/bin/sleep",
-        "600",
-    ]);
+    let o = s.run_detached(&emulated, &busybox, "emu-exec", &ann, &["/bin/sleep", "600"]);
     assert!(o.status.success(), "ctr run -d: {}\n{}", text(&o.stderr), s.diagnostics());
     let o = s.containerd.ctr(&["task", "exec", "--exec-id", "x1", "emu-exec", "/bin/echo", "from the host"]);
     assert!(!o.status.success());

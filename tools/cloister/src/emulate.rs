@@ -15,11 +15,13 @@ use serde_json::json;
 /// `cloister emulate …`
 #[derive(Debug, Subcommand)]
 pub enum EmulateCmd {
-    /// Generate an emulated AMD chain (ARK, ASK, VCEK) into a directory.
+    /// Generate an emulated AMD chain (ARK, ASK, VCEK) and an emulated Intel DCAP chain (root,
+    /// PCK CA, PCK, TCB signing, QE key) into a directory.
     Init(InitArgs),
     /// Print SNP evidence JSON (`{"report","cert_table"}`) for the given report data.
     Report(ReportArgs),
-    /// Print the KBS configuration snippet that trusts this emulated root.
+    /// Print the KBS configuration snippet that trusts these emulated roots (SNP, and TDX when
+    /// present: writes fresh `tdx-collateral.json` beside them).
     KbsConfig(DirArg),
     /// Serve reports to a guest over a unix socket (the host end of the emulated PSP): the
     /// launch measurement and HOST_DATA are fixed here, the guest chooses only REPORT_DATA.
@@ -113,12 +115,17 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
                 ProductArg::Genoa => Product::Genoa,
                 ProductArg::Turin => Product::Turin,
             };
-            eprintln!("WARNING: generating an EMULATED SEV-SNP platform; its evidence proves nothing about hardware");
+            eprintln!(
+                "WARNING: generating EMULATED SEV-SNP and TDX platforms; their evidence proves nothing about hardware"
+            );
             let p = EmulatedSnp::generate(product)?;
             std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
             p.save(&a.dir)?;
-            outln!("emulated {} platform in {}", product.name(), a.dir.display())?;
+            let tdx = cloister_emulate::tdx::EmulatedTdx::generate()?;
+            tdx.save(&a.dir)?;
+            outln!("emulated {} platform and TDX platform in {}", product.name(), a.dir.display())?;
             outln!("ark sha256 {}", p.ark_sha256_hex())?;
+            outln!("tdx root sha256 {}", tdx.root_sha256_hex())?;
         }
         EmulateCmd::Report(a) => {
             let p = EmulatedSnp::load(&a.dir)?;
@@ -143,6 +150,19 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
             outln!("cert = {:?}", ark.display().to_string())?;
             outln!("sha256 = \"{}\"", p.ark_sha256_hex())?;
             outln!("product = \"{}\"", p.product().name())?;
+            if cloister_emulate::tdx::EmulatedTdx::exists(&a.dir) {
+                // Collateral (TCB info, QE identity, CRLs) freshly signed under the emulated root,
+                // valid for 30 days from now: run kbs-config again to renew it.
+                let tdx = cloister_emulate::tdx::EmulatedTdx::load(&a.dir)?;
+                let collateral = a.dir.join("tdx-collateral.json");
+                std::fs::write(&collateral, tdx.collateral_json()?)
+                    .with_context(|| format!("writing {}", collateral.display()))?;
+                outln!("# Trust the EMULATED TDX root (development only); collateral valid 30 days.")?;
+                outln!("[[attestation_service.verifier.tdx_emulated_roots]]")?;
+                outln!("cert = {:?}", a.dir.join("tdx-root.pem").display().to_string())?;
+                outln!("sha256 = \"{}\"", tdx.root_sha256_hex())?;
+                outln!("collateral = {:?}", collateral.display().to_string())?;
+            }
         }
     }
     Ok(())

@@ -24,16 +24,46 @@ pub enum ImageCmd {
     /// Pull, verify, decrypt and unpack an image into a rootfs directory.
     Pull(PullArgs),
     /// An ocicrypt `cmd` key provider named `attestation-agent`: reads one keyprovider request
-    /// on stdin, unwraps the layer key with a key-encryption key released by the key broker
-    /// after attestation, writes the answer on stdout. For containerd/CRI-O style decoders.
+    /// on stdin and writes the answer on stdout. `keyunwrap` (decoders, with --kbs): unwraps the
+    /// layer key with a key-encryption key the key broker releases after attestation.
+    /// `keywrap` (encoders such as `skopeo copy --encryption-key provider:attestation-agent:…`,
+    /// with --wrap-kek/--wrap-kid): wraps it in CoCo's packet naming the KBS resource.
     Keyprovider(KeyproviderArgs),
+    /// Re-wrap an OCI layout's JWE-encrypted layers (e.g. `skopeo copy --encryption-key
+    /// jwe:KEY.pub`) for CoCo's `attestation-agent` key provider: each layer key is then
+    /// released only by the key broker holding the KEK at --kid, to an attested guest. The JWE
+    /// recipients are removed. (For skopeo builds without ocicrypt key-provider support.)
+    Rewrap(RewrapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// The OCI layout: `DIR:TAG`.
+    layout: String,
+    /// Private key(s) of the JWE recipients (PEM or DER). Repeatable.
+    #[arg(long = "decryption-key", required = true)]
+    decryption_keys: Vec<PathBuf>,
+    /// The key-encryption key: a file of exactly 32 bytes, the same bytes stored in the key
+    /// broker at --kid.
+    #[arg(long)]
+    kek: PathBuf,
+    /// The KEK's resource: `kbs:///repo/type/tag`.
+    #[arg(long)]
+    kid: String,
 }
 
 #[derive(Debug, Args)]
 pub struct KeyproviderArgs {
-    /// Key broker URL.
+    /// Key broker URL (for `keyunwrap`).
     #[arg(long)]
-    kbs: String,
+    kbs: Option<String>,
+    /// The key-encryption key for `keywrap`: a file of exactly 32 bytes (the same bytes stored
+    /// in the key broker at --wrap-kid).
+    #[arg(long, requires = "wrap_kid")]
+    wrap_kek: Option<PathBuf>,
+    /// The KEK's resource for `keywrap`: `kbs:///repo/type/tag`.
+    #[arg(long, requires = "wrap_kek")]
+    wrap_kid: Option<String>,
     /// Pin the KBS certificate (SHA-256 of its DER).
     #[arg(long)]
     kbs_cert_sha256: Option<String>,
@@ -112,14 +142,50 @@ pub fn run(cmd: ImageCmd) -> Result<()> {
     match cmd {
         ImageCmd::Pull(a) => rt.block_on(pull(a)),
         ImageCmd::Keyprovider(a) => rt.block_on(keyprovider(a)),
+        ImageCmd::Rewrap(a) => rewrap(a),
     }
+}
+
+fn read_kek(path: &PathBuf) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    let kek: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{}: a KEK is 32 bytes, this file has {}", path.display(), bytes.len()))?;
+    Ok(zeroize::Zeroizing::new(kek))
+}
+
+fn rewrap(a: RewrapArgs) -> Result<()> {
+    let (dir, tag) = a.layout.rsplit_once(':').context("the layout is DIR:TAG")?;
+    let mut keys = Vec::new();
+    for k in &a.decryption_keys {
+        keys.push(JwePrivateKey::from_bytes(&read(k)?).with_context(|| format!("{}", k.display()))?);
+    }
+    let kek = read_kek(&a.kek)?;
+    let (digest, n) =
+        cloister_image::layout::rewrap_to_attestation_agent(std::path::Path::new(dir), tag, &keys, &kek, &a.kid)?;
+    if n == 0 {
+        anyhow::bail!("{}: no JWE-encrypted layer to re-wrap", a.layout);
+    }
+    outln!("{}", json!({"manifest": digest.to_string(), "layers_rewrapped": n, "kid": a.kid}))?;
+    Ok(())
 }
 
 async fn keyprovider(a: KeyproviderArgs) -> Result<()> {
     use std::io::{Read, Write};
-    let trust = trust_for(&a.kbs, a.kbs_cert_sha256.as_deref(), a.kbs_ca.as_ref())?;
-    let kbs = Arc::new(client(&a.kbs, trust, &a.attest)?);
-    let provider = AttestationAgentProvider::new(CdhSecrets(Arc::new(cloister_cdh::Cdh::new(kbs))));
+    let source: Box<dyn cloister_ocicrypt::KekSource> = match &a.kbs {
+        Some(url) => {
+            let trust = trust_for(url, a.kbs_cert_sha256.as_deref(), a.kbs_ca.as_ref())?;
+            let kbs = Arc::new(client(url, trust, &a.attest)?);
+            Box::new(CdhSecrets(Arc::new(cloister_cdh::Cdh::new(kbs))))
+        }
+        // No key broker: nothing can be unwrapped (an empty source refuses every kid).
+        None => Box::new(cloister_ocicrypt::OfflineKekSource::new()),
+    };
+    let mut provider = AttestationAgentProvider::new(source);
+    if let (Some(path), Some(kid)) = (&a.wrap_kek, &a.wrap_kid) {
+        provider = provider.with_wrap_key(cloister_ocicrypt::WrapKey::new(kid, read_kek(path)?)?);
+    }
     let mut input = Vec::new();
     std::io::stdin().take(1 << 20).read_to_end(&mut input).context("reading the request")?;
     let answer = cloister_ocicrypt::handle_keyprovider_request(&input, &provider).await?;

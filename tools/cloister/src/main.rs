@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod emulate;
 mod image;
+mod initdata;
 mod kbs;
 mod measure;
 mod verify;
@@ -51,6 +52,9 @@ enum Command {
     /// Container images as the guest handles them: pull, verify signatures, decrypt, unpack.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Initdata documents: digest (reference value, HOST_DATA, MRCONFIGID) and pod annotation.
+    #[command(subcommand)]
+    Initdata(initdata::InitDataCmd),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Kbs(args) => kbs::run(args),
         Command::Emulate(cmd) => emulate::run(cmd),
         Command::Image(cmd) => image::run(cmd),
+        Command::Initdata(cmd) => initdata::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -196,6 +196,38 @@ hardware := 2 if { input.snp }
     }
 
     #[test]
+    fn listed_initdata_digests_are_required() {
+        let digest = "ab".repeat(48);
+        let emulated = |init: Option<&str>, host_data: &str| AppraisalInput {
+            tee: "emulated_snp".into(),
+            claims: json!({"measurement": "aa", "policy_debug_allowed": false, "host_data": host_data}),
+            report_data: None,
+            init_data: init.map(str::to_owned),
+            init_data_claims: None,
+            runtime_data_claims: None,
+        };
+        let p = AttestationPolicy::new("emulated", cloister_policy::builtin::ATTESTATION_EMULATED_CPU).unwrap();
+        let mut refs = ReferenceValues::default();
+        refs.add("snp_launch_measurement", [json!("aa")]);
+        // Nothing listed: any initdata the evidence is bound to.
+        let any = appraise(&p, &emulated(Some(&digest), &"ab".repeat(32)), &refs).unwrap();
+        assert_eq!(any.status, Status::Affirming, "{:?}", any.trust_vector);
+        refs.add("init_data", [json!(digest.clone())]);
+        let tenant = appraise(&p, &emulated(Some(&digest), &"ab".repeat(32)), &refs).unwrap();
+        assert_eq!(tenant.status, Status::Affirming);
+        // The host's own initdata (bound, but not the tenant's), or none at all: configuration 36.
+        let other = "cd".repeat(48);
+        let swapped = appraise(&p, &emulated(Some(&other), &"cd".repeat(32)), &refs).unwrap();
+        assert_eq!(swapped.trust_vector.get("configuration"), Some(36));
+        assert_ne!(swapped.status, Status::Affirming);
+        let missing = appraise(&p, &emulated(None, &"00".repeat(32)), &refs).unwrap();
+        assert_eq!(missing.trust_vector.get("configuration"), Some(36));
+        // The tenant's digest presented, but HOST_DATA is another: not bound.
+        let unbound = appraise(&p, &emulated(Some(&digest), &"cd".repeat(32)), &refs).unwrap();
+        assert_eq!(unbound.trust_vector.get("configuration"), Some(36));
+    }
+
+    #[test]
     fn non_integer_claims_are_errors() {
         let p = AttestationPolicy::new("t", "package policy\nhardware := \"two\"").unwrap();
         assert!(matches!(
