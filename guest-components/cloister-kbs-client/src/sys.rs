@@ -1,5 +1,5 @@
 //! The only `unsafe` code of the guest components: the `/dev/sev-guest` ioctls
-//! (`linux/sev-guest.h`). Everything here is plain-old-data marshalling around one `ioctl(2)`.
+//! (`linux/sev-guest.h`: SNP_GET_REPORT, SNP_GET_EXT_REPORT). Everything here is plain-old-data marshalling around one `ioctl(2)`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -32,6 +32,63 @@ struct SnpGuestRequestIoctl {
 const SNP_GET_REPORT: libc::c_ulong =
     (3 << 30) | ((std::mem::size_of::<SnpGuestRequestIoctl>() as libc::c_ulong) << 16) | ((b'S' as libc::c_ulong) << 8);
 
+/// `struct snp_ext_report_req`: the report request plus the certificate buffer.
+#[repr(C)]
+struct SnpExtReportReq {
+    data: SnpReportReq,
+    certs_address: u64,
+    certs_len: u32,
+}
+
+/// `_IOWR('S', 0x2, struct snp_guest_request_ioctl)`.
+const SNP_GET_EXT_REPORT: libc::c_ulong = SNP_GET_REPORT | 0x2;
+
+/// Why SNP_GET_EXT_REPORT failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExtReportError {
+    /// `errno`.
+    pub errno: i32,
+    /// The firmware/VMM error (`exitinfo2`).
+    pub exitinfo2: u64,
+    /// The certificate length the kernel asks for when the buffer was too small.
+    pub certs_len: u32,
+}
+
+/// The raw firmware response message of SNP_GET_EXT_REPORT and the certificate table written into
+/// `certs` (its length must be a multiple of 4096; the kernel writes at most that many bytes and
+/// zero when the host has no certificates).
+pub(crate) fn snp_get_ext_report(
+    dev: &File,
+    user_data: &[u8; 64],
+    vmpl: u32,
+    certs: &mut [u8],
+) -> Result<Vec<u8>, ExtReportError> {
+    let certs_len = u32::try_from(certs.len()).unwrap_or(u32::MAX) & !0xfff;
+    let mut req = SnpExtReportReq {
+        data: SnpReportReq { user_data: *user_data, vmpl, rsvd: [0; 28] },
+        certs_address: certs.as_mut_ptr() as u64,
+        certs_len,
+    };
+    let mut resp = Box::new(SnpReportResp { data: [0; 4000] });
+    let mut arg = SnpGuestRequestIoctl {
+        msg_version: 1,
+        req_data: std::ptr::addr_of_mut!(req) as u64,
+        resp_data: std::ptr::addr_of_mut!(*resp) as u64,
+        exitinfo2: 0,
+    };
+    // SAFETY: `dev` is an open file; SNP_GET_EXT_REPORT reads `arg` (a properly laid out
+    // `snp_guest_request_ioctl`), reads and updates `req` (`snp_ext_report_req`) through
+    // `req_data`, writes at most `size_of::<SnpReportResp>()` bytes through `resp_data` and at most
+    // `req.certs_len` bytes (≤ `certs.len()`, rounded down to pages) at `certs_address`; all of
+    // them live until the call returns and nothing else aliases them.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), SNP_GET_EXT_REPORT as libc::Ioctl, std::ptr::addr_of_mut!(arg)) };
+    if rc < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(ExtReportError { errno, exitinfo2: arg.exitinfo2, certs_len: req.certs_len });
+    }
+    Ok(resp.data.to_vec())
+}
+
 /// The raw firmware response message of SNP_GET_REPORT, or (errno, exitinfo2).
 pub(crate) fn snp_get_report(dev: &File, user_data: &[u8; 64], vmpl: u32) -> Result<Vec<u8>, (i32, u64)> {
     let req = SnpReportReq { user_data: *user_data, vmpl, rsvd: [0; 28] };
@@ -63,5 +120,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<SnpReportReq>(), 96);
         assert_eq!(std::mem::size_of::<SnpGuestRequestIoctl>(), 32);
         assert_eq!(SNP_GET_REPORT, 0xC020_5300);
+        assert_eq!(std::mem::size_of::<SnpExtReportReq>(), 112);
+        assert_eq!(SNP_GET_EXT_REPORT, 0xC020_5302);
     }
 }
