@@ -71,6 +71,9 @@ pub struct GuestConfig {
     pub policy: Option<String>,
     /// The key broker, when configured.
     pub kbs: Option<KbsConfig>,
+    /// The signature policy's key-broker resource (`cdh.toml` `[image]
+    /// image_security_policy_uri`, `kbs:///…`), when configured.
+    pub image_policy: Option<String>,
 }
 
 fn embedded(
@@ -118,7 +121,24 @@ impl GuestConfig {
                 })
             })
             .filter(|k| !k.url.is_empty());
-        Ok(GuestConfig { initdata, body: body.to_owned(), policy, kbs })
+        let image_policy = cdh
+            .as_ref()
+            .and_then(|c| lookup(c, &["image", "image_security_policy_uri"]))
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+        if let Some(u) = &image_policy {
+            let bad = |why: &str| GuestConfigError::Embedded {
+                file: "cdh.toml",
+                why: format!("image_security_policy_uri {u:?}: {why}"),
+            };
+            if !u.starts_with("kbs:///") {
+                return Err(bad("only kbs:/// resources are supported"));
+            }
+            if kbs.is_none() {
+                return Err(bad("needs a key broker ([kbc] url)"));
+            }
+        }
+        Ok(GuestConfig { initdata, body: body.to_owned(), policy, kbs, image_policy })
     }
 
     /// Reads and parses an initdata file.
@@ -330,6 +350,15 @@ mod tests {
         .unwrap();
         assert_eq!(g.kbs, Some(KbsConfig { url: "https://k".into(), cert_pem: Some("PEM".into()) }));
         assert!(GuestConfig::parse(&doc("")).unwrap().kbs.is_none());
+        let with_policy = |u: &str, kbc: &str| {
+            GuestConfig::parse(&doc(&format!(
+                "\"cdh.toml\" = '''\n{kbc}[image]\nimage_security_policy_uri = \"{u}\"\n'''\n"
+            )))
+        };
+        let g = with_policy("kbs:///default/security-policy/test", "[kbc]\nurl = \"http://k\"\n").unwrap();
+        assert_eq!(g.image_policy.as_deref(), Some("kbs:///default/security-policy/test"));
+        assert!(with_policy("file:///etc/policy.json", "[kbc]\nurl = \"http://k\"\n").is_err());
+        assert!(with_policy("kbs:///default/security-policy/test", "").is_err());
         assert!(matches!(
             GuestConfig::parse(&doc("\"cdh.toml\" = \"[kbc\"\n")),
             Err(GuestConfigError::Embedded { .. })

@@ -90,18 +90,49 @@ fn check_reference(reference: &str) -> Result<(), ImageError> {
 pub struct PullerImages {
     puller: cloister_image::Puller,
     metrics: Arc<StepMetrics>,
+    signed: Option<(BrokerPolicy, PullerFactory)>,
+}
+
+/// Builds a puller around a signature check (a registry client and options are cheap to build).
+pub type PullerFactory =
+    Box<dyn Fn(Option<cloister_image::signature::SignatureCheck>) -> cloister_image::Puller + Send + Sync>;
+
+/// The signature policy (containers-policy.json) of CoCo's `image_security_policy_uri`: a key
+/// broker resource fetched before every pull (so the tenant can change it), whose `kbs:///` keys
+/// come from the broker too. A policy that cannot be fetched or parsed stops the pull.
+pub struct BrokerPolicy {
+    /// `kbs:///repo/type/tag`.
+    pub uri: String,
+    /// The data hub over the attested key-broker client.
+    pub secrets: cloister_image::secrets::CdhSecrets,
 }
 
 impl PullerImages {
     /// Uses `puller` (its options carry the signature policy and decryption keys).
     pub fn new(puller: cloister_image::Puller) -> Self {
-        PullerImages { puller, metrics: Arc::default() }
+        PullerImages { puller, metrics: Arc::default(), signed: None }
     }
 
     /// Records pull timings in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<StepMetrics>) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Checks every image against `policy`, fetched before each pull; `make` builds the puller
+    /// that applies it.
+    pub fn with_broker_policy(mut self, policy: BrokerPolicy, make: PullerFactory) -> Self {
+        self.signed = Some((policy, make));
+        self
+    }
+
+    async fn puller_for(&self) -> Result<Option<cloister_image::Puller>, cloister_image::ImageError> {
+        let Some((p, make)) = &self.signed else { return Ok(None) };
+        let bytes = p.secrets.fetch(&p.uri, "signature policy").await?;
+        let policy = cloister_signature::Policy::from_json(&bytes)
+            .map_err(|e| cloister_image::ImageError::Policy(format!("{}: {e}", p.uri)))?;
+        let keys: Arc<dyn cloister_signature::KeySource> = Arc::new(p.secrets.clone());
+        Ok(Some(make(Some(cloister_image::signature::SignatureCheck { policy, keys, registries_d: None }))))
     }
 
     /// Parses a reference the way the pull will (exposed for checks and tests).
@@ -122,8 +153,13 @@ impl ImageProvider for PullerImages {
             let r = Self::parse(reference)?;
             let rootfs = container_dir.join("rootfs");
             let started = std::time::Instant::now();
-            let pulled = self
-                .puller
+            let checked = self
+                .puller_for()
+                .await
+                .map_err(|source| ImageError::Pull { reference: reference.to_owned(), source })?;
+            let pulled = checked
+                .as_ref()
+                .unwrap_or(&self.puller)
                 .pull(&r, &rootfs)
                 .await
                 .map_err(|source| ImageError::Pull { reference: reference.to_owned(), source })?;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use cloister_agent::guest::{AttestedImages, BrokerKeks, GuestConfig, KbsConfig, check_binding};
-use cloister_agent::image::{ImageProvider, LocalImages, PullerImages};
+use cloister_agent::image::{BrokerPolicy, ImageProvider, LocalImages, PullerFactory, PullerImages};
 use cloister_agent::metrics::StepMetrics;
 use cloister_agent::transport::Listen;
 use cloister_agent::{Agent, AgentPolicy, Runner, RunnerConfig};
@@ -149,12 +149,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 // Without a key broker an encrypted layer stays closed (a typed pull error).
                 None => Default::default(),
             };
-            let opts = cloister_image::PullOptions {
-                layer_store: Some(args.state_dir.join("layers")),
-                decrypt,
-                ..Default::default()
-            };
-            Box::new(PullerImages::new(cloister_image::Puller::new(registry, opts)).with_metrics(metrics.clone()))
+            let layer_store = args.state_dir.join("layers");
+            let make: PullerFactory = Box::new(move |signatures| {
+                let opts = cloister_image::PullOptions {
+                    layer_store: Some(layer_store.clone()),
+                    decrypt: decrypt.clone(),
+                    signatures,
+                    ..Default::default()
+                };
+                cloister_image::Puller::new(registry.clone(), opts)
+            });
+            let images = PullerImages::new(make(None)).with_metrics(metrics.clone());
+            match (guest.as_ref().and_then(|g| g.image_policy.clone()), &kbs) {
+                (Some(uri), Some(client)) => {
+                    tracing::info!(policy = %uri, "image signature policy from the key broker");
+                    let secrets = cloister_image::secrets::CdhSecrets(Arc::new(cloister_cdh::Cdh::new(client.clone())));
+                    Box::new(images.with_broker_policy(BrokerPolicy { uri, secrets }, make))
+                }
+                _ => Box::new(images),
+            }
         }
     };
     if let Some(client) = kbs {

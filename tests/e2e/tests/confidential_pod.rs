@@ -22,6 +22,9 @@
 //! * `wrong_initdata`: the host swaps the agent policy in initdata. Launched with it (HOST_DATA
 //!   follows): the broker refuses initdata that is not the tenant's. Launched with the tenant's
 //!   HOST_DATA but handed the swap: the guest sees the mismatch and refuses everything.
+//! * `revoked_image`: the signature policy the guest fetches from the key broker before every pull
+//!   (initdata's `image_security_policy_uri`) now rejects the repository: no container, and `ctr`
+//!   says "signature policy".
 //! * `degenerate`: a plain VM without initdata runs an unencrypted image without attestation;
 //!   the encrypted image stays closed.
 //!
@@ -46,6 +49,8 @@ use serde_json::{Value, json};
 
 const SECRET_TEXT: &str = "the tenant's confidential workload";
 const KEK_ID: &str = "kbs:///default/key/image-kek";
+/// The tenant's containers-policy.json, a key-broker resource named in initdata.
+const IMAGE_POLICY: &str = "kbs:///default/security-policy/tenant";
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -211,6 +216,19 @@ impl Harness {
         admin(
             &["set-resource", "--path", "default/key/image-kek", "--resource-file", &pathed(&d.join("kek.bin"))],
             "KEK",
+        );
+        // The signature policy the guest fetches before every pull: the tenant's repository only.
+        fs::write(d.join("accept.json"), image_policy(&registry.host, "insecureAcceptAnything")).unwrap();
+        fs::write(d.join("reject.json"), image_policy(&registry.host, "reject")).unwrap();
+        admin(
+            &[
+                "set-resource",
+                "--path",
+                IMAGE_POLICY.trim_start_matches("kbs:///"),
+                "--resource-file",
+                &pathed(&d.join("accept.json")),
+            ],
+            "image policy",
         );
         let policies = cloister_e2e::guest::repo().join("policies");
         admin(
@@ -418,8 +436,14 @@ fn tenant_initdata(port: &str, images: &[&str], policy: Option<&str>) -> String 
         }
     };
     format!(
-        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://10.0.2.2:{port}\"\n'''\n\"policy.rego\" = '''\n{policy}'''\n"
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://10.0.2.2:{port}\"\n[image]\nimage_security_policy_uri = \"{IMAGE_POLICY}\"\n'''\n\"policy.rego\" = '''\n{policy}'''\n"
     )
+}
+
+/// A containers-policy.json: reject by default, `tenant_rule` for the test registry's `tenant/`.
+fn image_policy(registry: &str, tenant_rule: &str) -> String {
+    json!({"default": [{"type": "reject"}], "transports": {"docker": {format!("{registry}/tenant"): [{"type": tenant_rule}]}}})
+        .to_string()
 }
 
 fn annotation_of(d: &Path, name: &str, initdata: &str) -> String {
@@ -544,6 +568,28 @@ fn cloister_kbs_host_data(initdata: &Path) -> String {
     v["snp_host_data"].as_str().unwrap().to_owned()
 }
 
+/// The tenant revokes its image: the signature policy the guest fetches from the key broker now
+/// rejects the repository; the pod does not start, and `ctr` says why. Then it is restored.
+fn revoked_image(h: &Harness) {
+    let set = |file: &str| {
+        let mut c = Command::new(cloister());
+        c.args(["kbs", "--url", &h.kbs.url, "config", "--admin-key"]).arg(&h.kbs.admin_key).args([
+            "set-resource",
+            "--path",
+            IMAGE_POLICY.trim_start_matches("kbs:///"),
+            "--resource-file",
+            &h.d.join(file).display().to_string(),
+        ]);
+        ok(run(&mut c), "image policy");
+    };
+    set("reject.json");
+    let cfg = h.emulated_config("emulated-snp", "", "");
+    let (o, _) =
+        h.ctr_run(&cfg, &h.image_ref("secret"), "pod-revoked", &[&h.annotation], &["/bin/cat", "/app/message.txt"]);
+    set("accept.json");
+    h.assert_refused(&o, &["signature policy"]);
+}
+
 /// The degenerate policy: a plain VM, no initdata, no attestation.
 fn degenerate(h: &Harness) {
     let cfg = h.runtime_config("plain", "");
@@ -559,16 +605,19 @@ type Scenario = fn(&Harness, &mut serde_json::Map<String, Value>);
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     if std::env::args().any(|a| a == "--list") {
-        for n in ["emulated_snp_pod", "emulated_tdx_pod", "tampered_launch", "wrong_initdata", "degenerate"] {
+        for n in
+            ["emulated_snp_pod", "emulated_tdx_pod", "tampered_launch", "wrong_initdata", "revoked_image", "degenerate"]
+        {
             println!("{n}: test");
         }
         return;
     }
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("emulated_snp_pod", emulated_snp_pod),
         ("emulated_tdx_pod", emulated_tdx_pod),
         ("tampered_launch", |h, _| tampered_launch(h)),
         ("wrong_initdata", |h, _| wrong_initdata(h)),
+        ("revoked_image", |h, _| revoked_image(h)),
         ("degenerate", |h, _| degenerate(h)),
     ];
     let chosen: Vec<_> = scenarios
