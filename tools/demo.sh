@@ -16,7 +16,7 @@
 #      (the shim's step timings), then a tampered launch that gets nothing
 #
 # Usage: sudo tools/demo.sh [--keep]     (--keep leaves the work directory for inspection)
-# Needs: root, containerd, ctr, docker-registry, skopeo, umoci, openssl, qemu-system-x86_64,
+# Needs: root, containerd, ctr, docker-registry, skopeo, umoci, openssl, qemu-system-x86_64, python3,
 # and what runtime/guest/build.sh needs (see .ci/run); $CLOISTER_FIXTURES (default
 # ../shared/fixtures) for firmware/debian-sid/OVMF.amdsev.fd, the firmware the emulated
 # measurement is computed against. Timings are written to $CLOISTER_DEMO_TIMINGS (default
@@ -43,8 +43,8 @@ trap cleanup EXIT
 
 die() { echo "demo: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (containerd)"
-for t in containerd ctr docker-registry skopeo umoci openssl qemu-system-x86_64 curl; do
-    command -v "$t" >/dev/null || die "$t not installed (apt-get install containerd docker-registry skopeo umoci openssl qemu-system-x86 curl)"
+for t in containerd ctr docker-registry skopeo umoci openssl qemu-system-x86_64 python3; do
+    command -v "$t" >/dev/null || die "$t not installed (apt-get install containerd docker-registry skopeo umoci openssl qemu-system-x86 python3)"
 done
 [ -f "$ovmf" ] || die "$ovmf missing (set CLOISTER_FIXTURES)"
 
@@ -92,7 +92,7 @@ skopeo --insecure-policy copy -q --encryption-key "jwe:$work/rsa.pub" "oci:$work
 head -c 32 /dev/urandom >"$work/kek.bin"
 "$cloister" image rewrap "$work/enc:v1" --decryption-key "$work/rsa.pem" --kek "$work/kek.bin" \
     --kid kbs:///default/key/image-kek
-for _ in $(seq 50); do curl -fs "http://$reg/v2/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/enc:v1" "docker://$reg/tenant/secret:v1"
 image="$reg/tenant/secret:v1"
 echo "   pushed $image (encrypted; the registry and the host never see the plaintext)"
