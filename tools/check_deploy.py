@@ -47,6 +47,7 @@ EXPECTED_HANDLERS = {
     "cloister-qemu-tdx": "feature.node.kubernetes.io/cpu-security.tdx.enabled",
     "cloister-qemu-se": "feature.node.kubernetes.io/cpu-security.se.enabled",
     "cloister-qemu-emulated": None,
+    "cloister-qemu-emulated-tdx": None,
 }
 RUNTIME_LABEL = "cloister.io/runtime"
 # Exposure score ceiling for `systemd-analyze security` (its scale x10: 20 means 2.0, "OK").

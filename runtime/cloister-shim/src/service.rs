@@ -407,6 +407,8 @@ impl Task for Service {
             .await;
             if let Err(e) = created {
                 if started_vm {
+                    // The run directory (and the console) goes with the VM: keep its end in the log.
+                    tracing::warn!(container = %id, console = %sandbox.console_tail(), "the pod did not start; guest console (tail)");
                     sandbox.shutdown(SHUTDOWN_GRACE).await;
                     st.sandbox = None;
                 }

@@ -17,6 +17,7 @@ fn shipped_handler_configs_parse() {
         ("cloister-qemu-tdx", TeeName::Tdx),
         ("cloister-qemu-se", TeeName::Se),
         ("cloister-qemu-emulated", TeeName::EmulatedSnp),
+        ("cloister-qemu-emulated-tdx", TeeName::EmulatedTdx),
     ] {
         let c = RuntimeConfig::load(&dir.join(format!("{handler}.toml"))).unwrap();
         assert_eq!(c.vm.tee, tee, "{handler}");
