@@ -96,6 +96,19 @@ struct State {
     containers: HashMap<String, Container>,
 }
 
+impl State {
+    /// Container `id` and its process `exec_id` (empty: the init process).
+    fn proc_of(&self, id: &str, exec_id: &str) -> Result<(&Container, &Proc), containerd_shim::Error> {
+        let c = self.containers.get(id).ok_or_else(|| not_found(&format!("container {id}")))?;
+        let p = if exec_id.is_empty() {
+            &c.init
+        } else {
+            c.execs.get(exec_id).ok_or_else(|| not_found(&format!("exec {exec_id}")))?
+        };
+        Ok((c, p))
+    }
+}
+
 /// The task service of one shim (one pod VM).
 #[derive(Clone)]
 pub struct Service {
@@ -540,12 +553,7 @@ impl Task for Service {
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
         let st = self.state.lock().await;
         let pid = st.sandbox.as_ref().map(|s| s.pid()).unwrap_or(0);
-        let c = st.containers.get(&req.id).ok_or_else(|| not_found(&format!("container {}", req.id)))?;
-        let p = if req.exec_id.is_empty() {
-            &c.init
-        } else {
-            c.execs.get(&req.exec_id).ok_or_else(|| not_found(&format!("exec {}", req.exec_id)))?
-        };
+        let (c, p) = st.proc_of(&req.id, &req.exec_id)?;
         let mut resp = api::StateResponse {
             id: if req.exec_id.is_empty() { req.id.clone() } else { req.exec_id.clone() },
             bundle: c.bundle.clone(),
@@ -568,12 +576,7 @@ impl Task for Service {
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         let mut rx = {
             let st = self.state.lock().await;
-            let c = st.containers.get(&req.id).ok_or_else(|| not_found(&format!("container {}", req.id)))?;
-            let p = if req.exec_id.is_empty() {
-                &c.init
-            } else {
-                c.execs.get(&req.exec_id).ok_or_else(|| not_found(&format!("exec {}", req.exec_id)))?
-            };
+            let (_, p) = st.proc_of(&req.id, &req.exec_id)?;
             p.exit_rx.clone()
         };
         let (code, at) = loop {
@@ -591,12 +594,7 @@ impl Task for Service {
         let sandbox = self.sandbox().await?;
         let (is_sandbox, status, exit_tx) = {
             let st = self.state.lock().await;
-            let c = st.containers.get(&req.id).ok_or_else(|| not_found(&format!("container {}", req.id)))?;
-            let p = if req.exec_id.is_empty() {
-                &c.init
-            } else {
-                c.execs.get(&req.exec_id).ok_or_else(|| not_found(&format!("exec {}", req.exec_id)))?
-            };
+            let (c, p) = st.proc_of(&req.id, &req.exec_id)?;
             (c.is_sandbox, p.status, p.exit_tx.clone())
         };
         if status == Status::STOPPED {

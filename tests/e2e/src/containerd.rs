@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::guest::GuestImage;
+use crate::guest::{GuestImage, console_tail};
 use crate::{bin_dir, run};
 
 /// The namespace the tests use.
@@ -157,6 +157,33 @@ impl Containerd {
             let end = start + unescaped[start..].find('}')? + 1;
             serde_json::from_str(&unescaped[start..end]).ok()
         })
+    }
+}
+
+/// The console tails of the VM run directories under `vm_root` (for failure messages).
+pub fn consoles_under(vm_root: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(dirs) = fs::read_dir(vm_root) {
+        for e in dirs.flatten() {
+            let tail = console_tail(&e.path().join("console.log"));
+            s.push_str(&format!("--- guest console {}\n{tail}\n", e.path().display()));
+        }
+    }
+    s
+}
+
+/// Waits up to 20 s until no run directory is left under `vm_root` and no QEMU names it; panics
+/// with what is left and `diagnostics()` otherwise.
+pub fn assert_no_vms_under(vm_root: &Path, diagnostics: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = fs::read_dir(vm_root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let qemus = qemus_with(&vm_root.display().to_string());
+        if left.is_empty() && qemus.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left behind: run dirs {left:?}, QEMU pids {qemus:?}\n{}", diagnostics());
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cloister_e2e::containerd::{Containerd, RUNTIME, bare_boot, is_root, kill, pids_with, qemus_with, rss_kib, text};
-use cloister_e2e::guest::{GuestImage, ImageOptions, console_tail, guest_image, missing, prerequisites, which};
+use cloister_e2e::containerd::{
+    Containerd, RUNTIME, assert_no_vms_under, bare_boot, consoles_under, is_root, kill, pids_with, qemus_with, rss_kib,
+    text,
+};
+use cloister_e2e::guest::{GuestImage, ImageOptions, guest_image, missing, prerequisites, which};
 use cloister_e2e::registry::{Registry, layout_of};
 use cloister_e2e::{KbsProcess, binary, run};
 
@@ -125,35 +128,11 @@ impl Setup {
     }
 
     fn diagnostics(&self) -> String {
-        let mut s = format!("--- containerd log (tail)\n{}\n", self.containerd.log_tail(60));
-        if let Ok(dirs) = fs::read_dir(self.d.join("vm")) {
-            for e in dirs.flatten() {
-                s.push_str(&format!(
-                    "--- guest console {}\n{}\n",
-                    e.path().display(),
-                    console_tail(&e.path().join("console.log"))
-                ));
-            }
-        }
-        s
+        format!("--- containerd log (tail)\n{}\n{}", self.containerd.log_tail(60), consoles_under(&self.d.join("vm")))
     }
 
     fn assert_clean(&self) {
-        let vm = self.d.join("vm");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left: Vec<_> = fs::read_dir(&vm).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-            let qemus = qemus_with(&vm.display().to_string());
-            if left.is_empty() && qemus.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "left behind: run dirs {left:?}, QEMU pids {qemus:?}\n{}",
-                self.diagnostics()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        assert_no_vms_under(&self.d.join("vm"), || self.diagnostics());
     }
 }
 
