@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod der;
+pub mod qgs;
 pub mod service;
 pub mod snp;
 pub mod tdx;

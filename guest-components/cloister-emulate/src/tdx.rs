@@ -30,6 +30,10 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cloister_evidence::tdx::tdreport::{
+    MAC_COVERED_LEN, REPORT_TYPE_TDX, TD_INFO_LEN, TD_INFO_OFFSET, TD_REPORT_LEN, TEE_TCB_INFO_LEN,
+    TEE_TCB_INFO_OFFSET, TdInfo, TdReport, TeeTcbInfo,
+};
 use cloister_evidence::tdx::{
     ATTESTATION_KEY_ECDSA_P256, Bytes, CERT_DATA_PCK_CHAIN, CertificationData, EnclaveReport, INTEL_QE_VENDOR_ID, Mr48,
     Quote, QuoteBody, QuoteHeader, QuoteSignatureData, ReportData, TEE_TYPE_TDX, TdAttributes, TdReport10,
@@ -133,6 +137,11 @@ impl TdxQuoteRequest {
 const TDX_STATE_FILE: &str = "tdx-emulator.json";
 /// Its format tag.
 const TDX_STATE_FORMAT: &str = "cloister-emulate-tdx/1";
+
+/// SHA-384 as a 48-byte value.
+fn sha384(b: &[u8]) -> Mr48 {
+    Bytes::from_slice(ring::digest::digest(&ring::digest::SHA384, b).as_ref()).unwrap_or(Bytes::ZERO)
+}
 
 /// The emulated QE's MRENCLAVE and MRSIGNER and the TDX module's MRSEAM: fixed labels' digests.
 fn fixed_identities() -> ([u8; 32], [u8; 32], [u8; 48]) {
@@ -615,18 +624,7 @@ impl EmulatedTdx {
     /// Produces a version-4 TDX quote (TD report 1.0) with the requested fields, signed by the QE
     /// attestation key, with the QE report signed by the PCK key and the PCK chain attached.
     pub fn quote(&self, req: &TdxQuoteRequest) -> Result<Vec<u8>, EmulateError> {
-        let mut user_data = [0u8; 20];
-        user_data[..16].copy_from_slice(&self.qe_id);
-        let header = QuoteHeader {
-            version: 4,
-            attestation_key_type: ATTESTATION_KEY_ECDSA_P256,
-            tee_type: TEE_TYPE_TDX,
-            qe_svn: self.tcb.qe_svn,
-            pce_svn: self.tcb.pce_svn,
-            qe_vendor_id: Bytes(INTEL_QE_VENDOR_ID),
-            user_data: Bytes(user_data),
-        };
-        let body = QuoteBody::Td10(TdReport10 {
+        self.quote_body(TdReport10 {
             tee_tcb_svn: Bytes(self.tcb.tee_tcb_svn),
             mr_seam: Bytes(self.mr_seam),
             mr_signer_seam: Bytes::ZERO,
@@ -639,7 +637,101 @@ impl EmulatedTdx {
             mr_owner_config: req.mr_owner_config,
             rtmr: req.rtmrs,
             report_data: req.report_data,
-        });
+        })
+    }
+
+    /// The emulated CPU's report MAC key. Real TDREPORTs are MACed with a key only the CPU and
+    /// the quoting enclave can derive; here it is derived from the QE attestation key, so a saved
+    /// platform needs no extra file and only this platform's QE accepts its reports.
+    fn report_mac_key(&self) -> ring::hmac::Key {
+        let seed = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"cloister-emulate TDREPORT MAC key".as_slice(), &self.attestation_key.pkcs8].concat(),
+        );
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref())
+    }
+
+    /// What the emulated TDX module's `TDG.MR.REPORT` returns for a TD with the requested fields
+    /// (`/dev/tdx_guest`'s `TDX_CMD_GET_REPORT0`): a 1024-byte TDREPORT whose TEE_TCB_INFO is this
+    /// platform's module, whose hashes cover TEE_TCB_INFO and TDINFO, MACed with the emulated CPU
+    /// key. [`EmulatedTdx::quote_td_report`] turns it into a quote, as the host's QGS would.
+    pub fn td_report(&self, req: &TdxQuoteRequest) -> [u8; TD_REPORT_LEN] {
+        let mut valid = [0u8; 8];
+        valid[0] = 0x1f; // TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, ATTRIBUTES (bits 0..4)
+        let mut report = TdReport {
+            report_type: [REPORT_TYPE_TDX, 0, 0, 0],
+            reserved1: Bytes::ZERO,
+            cpu_svn: Bytes(self.tcb.sgx_components),
+            tee_tcb_info_hash: Bytes::ZERO,
+            tee_info_hash: Bytes::ZERO,
+            report_data: req.report_data,
+            reserved2: Bytes::ZERO,
+            mac: Bytes::ZERO,
+            tee_tcb_info: TeeTcbInfo {
+                valid: Bytes(valid),
+                tee_tcb_svn: Bytes(self.tcb.tee_tcb_svn),
+                mr_seam: Bytes(self.mr_seam),
+                mr_signer_seam: Bytes::ZERO,
+                attributes: Bytes::ZERO,
+                tee_tcb_svn2: Bytes::ZERO,
+                reserved: Bytes::ZERO,
+            },
+            reserved3: Bytes::ZERO,
+            td_info: TdInfo {
+                attributes: req.td_attributes,
+                xfam: req.xfam,
+                mr_td: req.mr_td,
+                mr_config_id: req.mr_config_id,
+                mr_owner: req.mr_owner,
+                mr_owner_config: req.mr_owner_config,
+                rtmr: req.rtmrs,
+                servtd_hash: Bytes::ZERO,
+                reserved: Bytes::ZERO,
+            },
+        };
+        let bytes = report.to_bytes();
+        report.tee_tcb_info_hash = sha384(&bytes[TEE_TCB_INFO_OFFSET..TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_LEN]);
+        report.tee_info_hash = sha384(&bytes[TD_INFO_OFFSET..TD_INFO_OFFSET + TD_INFO_LEN]);
+        let bytes = report.to_bytes();
+        let tag = ring::hmac::sign(&self.report_mac_key(), &bytes[..MAC_COVERED_LEN]);
+        report.mac = Bytes::from_slice(tag.as_ref()).unwrap_or(Bytes::ZERO);
+        report.to_bytes()
+    }
+
+    /// The emulated quoting enclave: checks a TDREPORT's MAC (this platform's CPU key) and that
+    /// its hashes cover its TEE_TCB_INFO and TDINFO, then quotes its fields. A report from another
+    /// platform, or altered after the MAC, is refused.
+    pub fn quote_td_report(&self, report: &[u8]) -> Result<Vec<u8>, EmulateError> {
+        let parsed =
+            TdReport::from_bytes(report).map_err(|e| EmulateError::InvalidRequest(format!("TDREPORT: {e}")))?;
+        let bytes = parsed.to_bytes();
+        ring::hmac::verify(&self.report_mac_key(), &bytes[..MAC_COVERED_LEN], parsed.mac.as_ref()).map_err(|_| {
+            EmulateError::InvalidRequest("TDREPORT MAC does not verify (not this platform's CPU)".into())
+        })?;
+        let tcb_info = &bytes[TEE_TCB_INFO_OFFSET..TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_LEN];
+        let td_info = &bytes[TD_INFO_OFFSET..TD_INFO_OFFSET + TD_INFO_LEN];
+        if sha384(tcb_info) != parsed.tee_tcb_info_hash || sha384(td_info) != parsed.tee_info_hash {
+            return Err(EmulateError::InvalidRequest(
+                "TDREPORT hashes do not cover its TEE_TCB_INFO and TDINFO".into(),
+            ));
+        }
+        self.quote_body(parsed.to_td10_body())
+    }
+
+    /// Quotes a TD 1.0 body.
+    fn quote_body(&self, body: TdReport10) -> Result<Vec<u8>, EmulateError> {
+        let mut user_data = [0u8; 20];
+        user_data[..16].copy_from_slice(&self.qe_id);
+        let header = QuoteHeader {
+            version: 4,
+            attestation_key_type: ATTESTATION_KEY_ECDSA_P256,
+            tee_type: TEE_TYPE_TDX,
+            qe_svn: self.tcb.qe_svn,
+            pce_svn: self.tcb.pce_svn,
+            qe_vendor_id: Bytes(INTEL_QE_VENDOR_ID),
+            user_data: Bytes(user_data),
+        };
+        let body = QuoteBody::Td10(body);
         let attestation_key = self.attestation_key.raw_public();
         let qe_auth_data: Vec<u8> = (0u8..32).collect();
         let binding = ring::digest::digest(&ring::digest::SHA256, &[&attestation_key[..], &qe_auth_data].concat());

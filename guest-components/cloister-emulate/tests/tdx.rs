@@ -166,3 +166,47 @@ fn saved_platforms_load_and_keep_their_root() {
     std::fs::write(dir.path().join("tdx-emulator.json"), b"{}").unwrap();
     assert!(EmulatedTdx::load(dir.path()).is_err());
 }
+
+/// The `/dev/tdx_guest` path: the emulated TDX module's TDREPORT, quoted by the emulated QGS over
+/// Intel's message protocol, verifies like a direct quote; a report MACed by another platform or
+/// altered after the MAC is refused by the QGS with a QGS error code.
+#[test]
+fn td_reports_are_quoted_through_the_qgs_protocol() {
+    use cloister_evidence::tdx::qgs::{self, QGS_ERROR_INVALID_PARAMETER, QGS_ERROR_UNEXPECTED, QgsError};
+    use cloister_evidence::tdx::tdreport::{TD_INFO_OFFSET, TdReport};
+    let emu = emulated();
+    let collateral = TdxCollateral::from_json(emu.collateral_json().unwrap().as_bytes()).unwrap();
+    let report = emu.td_report(&request(9));
+    let parsed = TdReport::from_bytes(&report).unwrap();
+    assert_eq!(parsed.td_info.mr_td.0, [9 ^ 1; 48]);
+    assert_eq!(parsed.report_data.0, [9; 64]);
+
+    let ask = |report: &[u8]| {
+        let framed = qgs::encode_get_quote_request(report, &[]).unwrap();
+        let reply = cloister_emulate::qgs::answer(emu, &framed[4..]);
+        qgs::decode_get_quote_response(&reply[4..])
+    };
+    let quote = ask(&report).unwrap().quote;
+    let v = verifier_for(emu).verify(&quote, Some(&collateral), now()).unwrap();
+    let c = v.claims();
+    assert_eq!(c["mr_td"], hex::encode([9 ^ 1; 48]));
+    assert_eq!(c["rtmr_2"], hex::encode([9 ^ 4; 48]));
+    assert_eq!(c["report_data"], hex::encode([9; 64]));
+
+    // Another platform's CPU key.
+    let other = EmulatedTdx::generate().unwrap().td_report(&request(9));
+    assert_eq!(ask(&other).unwrap_err(), QgsError::Service { code: QGS_ERROR_UNEXPECTED });
+    // MRTD changed after the MAC: the TDINFO hash no longer matches (and so neither does the MAC
+    // over it, were the hash fixed up).
+    let mut altered = report;
+    altered[TD_INFO_OFFSET + 0x10] ^= 1;
+    assert_eq!(ask(&altered).unwrap_err(), QgsError::Service { code: QGS_ERROR_UNEXPECTED });
+    // Not a TD report at all.
+    assert_eq!(ask(&[0u8; 100]).unwrap_err(), QgsError::Service { code: QGS_ERROR_UNEXPECTED });
+    // A malformed request message.
+    let reply = cloister_emulate::qgs::answer(emu, &[1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        qgs::decode_get_quote_response(&reply[4..]).unwrap_err(),
+        QgsError::Service { code: QGS_ERROR_INVALID_PARAMETER }
+    );
+}

@@ -245,7 +245,8 @@ impl EmulatedPortAttester {
     }
 }
 
-/// This machine's hardware TEE, probed in order: configfs-tsm (SNP, TDX), then `/dev/sev-guest`.
+/// This machine's hardware TEE, probed in order: configfs-tsm (SNP, TDX), then `/dev/sev-guest`,
+/// then `/dev/tdx_guest` (its quote from the host's QGS over vsock).
 /// Never the emulated platform and never `sample`: those must be asked for by name.
 pub fn detect() -> Result<Arc<dyn Attester>, AttesterError> {
     let tsm = match crate::tsm::TsmAttester::detect() {
@@ -256,5 +257,9 @@ pub fn detect() -> Result<Arc<dyn Attester>, AttesterError> {
         Ok(a) => return Ok(Arc::new(a)),
         Err(e) => e,
     };
-    Err(AttesterError::Platform { tee: "auto", detail: format!("no hardware TEE found: {tsm}; {sev}") })
+    let tdx = match crate::tdxguest::TdxGuestAttester::detect() {
+        Ok(a) => return Ok(Arc::new(a)),
+        Err(e) => e,
+    };
+    Err(AttesterError::Platform { tee: "auto", detail: format!("no hardware TEE found: {tsm}; {sev}; {tdx}") })
 }

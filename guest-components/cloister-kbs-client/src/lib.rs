@@ -15,6 +15,7 @@ pub mod attester;
 mod client;
 pub mod sevguest;
 mod sys;
+pub mod tdxguest;
 mod tls;
 pub mod tsm;
 
@@ -25,4 +26,5 @@ pub use attester::{
 };
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
 pub use sevguest::SevGuestAttester;
+pub use tdxguest::TdxGuestAttester;
 pub use tsm::TsmAttester;

@@ -1,5 +1,7 @@
 //! The only `unsafe` code of the guest components: the `/dev/sev-guest` ioctls
-//! (`linux/sev-guest.h`: SNP_GET_REPORT, SNP_GET_EXT_REPORT). Everything here is plain-old-data marshalling around one `ioctl(2)`.
+//! (`linux/sev-guest.h`: SNP_GET_REPORT, SNP_GET_EXT_REPORT), the `/dev/tdx_guest` ioctl
+//! (`linux/tdx-guest.h`: TDX_CMD_GET_REPORT0) and an `AF_VSOCK` connect (to the host's quote
+//! generation service). Everything here is plain-old-data marshalling around one system call.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -111,6 +113,61 @@ pub(crate) fn snp_get_report(dev: &File, user_data: &[u8; 64], vmpl: u32) -> Res
     Ok(resp.data.to_vec())
 }
 
+/// `struct tdx_report_req`: report data in, TDREPORT out.
+#[repr(C)]
+struct TdxReportReq {
+    reportdata: [u8; 64],
+    tdreport: [u8; 1024],
+}
+
+/// `_IOWR('T', 1, struct tdx_report_req)`.
+const TDX_CMD_GET_REPORT0: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<TdxReportReq>() as libc::c_ulong) << 16) | ((b'T' as libc::c_ulong) << 8) | 1;
+
+/// TDX_CMD_GET_REPORT0: the TDX module's TDREPORT for `report_data`, or `errno`.
+pub(crate) fn tdx_get_report0(dev: &File, report_data: &[u8; 64]) -> Result<[u8; 1024], i32> {
+    let mut req = Box::new(TdxReportReq { reportdata: *report_data, tdreport: [0; 1024] });
+    // SAFETY: `dev` is an open file; TDX_CMD_GET_REPORT0 reads `reportdata` and writes exactly
+    // the 1024 `tdreport` bytes of the `tdx_report_req` `req` points to, which lives (boxed,
+    // unaliased) until the call returns.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), TDX_CMD_GET_REPORT0 as libc::Ioctl, std::ptr::addr_of_mut!(*req)) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(req.tdreport)
+}
+
+/// A connected `AF_VSOCK` stream socket to `cid:port`.
+pub(crate) fn vsock_connect(cid: u32, port: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2) call with constant arguments; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `sockaddr_vm` is plain old data (integers and a byte array), for which all-zero
+    // bytes are a valid value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    // SAFETY: `addr` is a properly initialised `sockaddr_vm` that outlives the call, and the
+    // length passed is its exact size.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +179,7 @@ mod tests {
         assert_eq!(SNP_GET_REPORT, 0xC020_5300);
         assert_eq!(std::mem::size_of::<SnpExtReportReq>(), 112);
         assert_eq!(SNP_GET_EXT_REPORT, 0xC020_5302);
+        assert_eq!(std::mem::size_of::<TdxReportReq>(), 1088);
+        assert_eq!(TDX_CMD_GET_REPORT0, 0xC440_5401);
     }
 }

@@ -26,6 +26,21 @@ pub enum EmulateCmd {
     /// Serve reports to a guest over a unix socket (the host end of the emulated PSP): the
     /// launch measurement and HOST_DATA are fixed here, the guest chooses only REPORT_DATA.
     Serve(ServeArgs),
+    /// Serve the emulated TD Quote Generation Service on a unix socket: Intel's QGS protocol,
+    /// quoting TDREPORTs MACed by this emulated platform (QEMU's `quote-generation-socket`, or
+    /// a guest's `/dev/tdx_guest` attester through a vsock proxy).
+    Qgs(QgsArgs),
+}
+
+/// `emulate qgs`.
+#[derive(Debug, Args)]
+pub struct QgsArgs {
+    /// Platform directory made by `emulate init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Unix socket to listen on.
+    #[arg(long)]
+    socket: PathBuf,
 }
 
 /// `emulate serve`.
@@ -142,6 +157,7 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
             outln!("{v}")?;
         }
         EmulateCmd::Serve(a) => serve(a)?,
+        EmulateCmd::Qgs(a) => qgs(a)?,
         EmulateCmd::KbsConfig(a) => {
             let p = EmulatedSnp::load(&a.dir)?;
             let ark = a.dir.join("ark.pem");
@@ -164,6 +180,28 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
                 outln!("collateral = {:?}", collateral.display().to_string())?;
             }
         }
+    }
+    Ok(())
+}
+
+fn qgs(a: QgsArgs) -> Result<()> {
+    let platform = std::sync::Arc::new(cloister_emulate::tdx::EmulatedTdx::load(&a.dir)?);
+    let _ = std::fs::remove_file(&a.socket);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&a.socket).with_context(|| format!("binding {}", a.socket.display()))?;
+    eprintln!(
+        "WARNING: EMULATED TDX quote generation service on {}: its quotes prove nothing about hardware",
+        a.socket.display()
+    );
+    outln!("serving {}", a.socket.display())?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let platform = platform.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = cloister_emulate::qgs::serve_connection(&platform, stream) {
+                eprintln!("emulated QGS: connection closed: {e}");
+            }
+        });
     }
     Ok(())
 }

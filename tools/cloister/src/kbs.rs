@@ -54,12 +54,20 @@ struct CdhArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TeeArg {
-    /// This machine's TEE: configfs-tsm (SNP or TDX), then /dev/sev-guest; never the emulated one.
+    /// This machine's TEE: configfs-tsm (SNP or TDX), then /dev/sev-guest, then /dev/tdx_guest;
+    /// never the emulated one.
     Auto,
+    /// AMD SEV-SNP: configfs-tsm, else /dev/sev-guest.
+    Snp,
+    /// Intel TDX: configfs-tsm, else /dev/tdx_guest with a quote from the host's QGS (--qgs).
+    Tdx,
     /// CoCo's fake TEE (proves nothing; denied by default policies).
     Sample,
     /// The emulated SEV-SNP platform of `cloister emulate init` (proves nothing about hardware).
     EmulatedSnp,
+    /// The emulated TDX platform of `cloister emulate init`, in process: --measurement is MRTD,
+    /// the initdata digest MRCONFIGID (proves nothing about hardware).
+    EmulatedTdx,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -94,6 +102,10 @@ pub(crate) struct AttestArgs {
     /// TEE key type.
     #[arg(long, value_enum, default_value = "p256")]
     key: KeyArg,
+    /// --tee tdx without configfs-tsm: the quote generation service, `vsock:CID:PORT` or
+    /// `unix:PATH` (default: the port of /etc/tdx-attest.conf on the host, else vsock:2:4050).
+    #[arg(long)]
+    qgs: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +216,40 @@ pub(crate) fn trust_for(url: &str, cert_sha256: Option<&str>, ca: Option<&PathBu
     })
 }
 
+/// `--qgs`: `vsock:CID:PORT` or `unix:PATH`.
+fn parse_qgs(s: &str) -> Result<cloister_kbs_client::tdxguest::QgsAddress> {
+    use cloister_kbs_client::tdxguest::QgsAddress;
+    if let Some(p) = s.strip_prefix("unix:") {
+        return Ok(QgsAddress::Unix(p.into()));
+    }
+    if let Some(rest) = s.strip_prefix("vsock:")
+        && let Some((cid, port)) = rest.split_once(':')
+    {
+        return Ok(QgsAddress::Vsock {
+            cid: cid.parse().context("--qgs: the vsock CID is not a number")?,
+            port: port.parse().context("--qgs: the vsock port is not a number")?,
+        });
+    }
+    bail!("--qgs must be vsock:CID:PORT or unix:PATH, not {s:?}")
+}
+
+/// `--tee snp|tdx`: configfs-tsm for that TEE, else its legacy device.
+fn hardware_attester(a: &AttestArgs) -> Result<Arc<dyn Attester>> {
+    use cloister_kbs_protocol::Tee;
+    let want = if matches!(a.tee, TeeArg::Snp) { Tee::Snp } else { Tee::Tdx };
+    let qgs = a.qgs.as_deref().map(parse_qgs).transpose()?;
+    let tsm = match cloister_kbs_client::TsmAttester::detect() {
+        Ok(t) if t.tee() == want => return Ok(Arc::new(t)),
+        Ok(t) => format!("configfs-tsm is for {:?}", t.tee()),
+        Err(e) => e.to_string(),
+    };
+    let device: Result<Arc<dyn Attester>, _> = match want {
+        Tee::Snp => cloister_kbs_client::SevGuestAttester::detect().map(|d| Arc::new(d) as Arc<dyn Attester>),
+        _ => cloister_kbs_client::TdxGuestAttester::detect_with_qgs(qgs).map(|d| Arc::new(d) as Arc<dyn Attester>),
+    };
+    device.map_err(|e| anyhow::anyhow!("no {want:?} guest device: {tsm}; {e}"))
+}
+
 pub(crate) fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsClient> {
     let init = a
         .initdata
@@ -213,6 +259,25 @@ pub(crate) fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsC
     let attester: Arc<dyn Attester> = match a.tee {
         TeeArg::Sample => Arc::new(SampleAttester),
         TeeArg::Auto => cloister_kbs_client::detect_attester()?,
+        TeeArg::Snp | TeeArg::Tdx => hardware_attester(a)?,
+        TeeArg::EmulatedTdx => {
+            let dir = a.emulated_dir.as_ref().context("--tee emulated-tdx needs --emulated-dir")?;
+            let platform = cloister_emulate::tdx::EmulatedTdx::load(dir)?;
+            let mut mr_td = [0u8; 48];
+            if let Some(h) = &a.measurement {
+                hex::decode_to_slice(h.trim(), &mut mr_td).context("--measurement must be 96 hex digits")?;
+            }
+            let launch = match &a.launch_initdata {
+                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                None => init.clone(),
+            };
+            let mr_config_id = match &launch {
+                Some(text) => cloister_kbs_protocol::initdata::InitData::parse(text)?.tdx_mr_config_id(),
+                None => [0; 48],
+            };
+            eprintln!("WARNING: emulated TDX evidence proves nothing about hardware");
+            Arc::new(cloister_kbs_client::EmulatedTdxAttester::new(Arc::new(platform), mr_td, mr_config_id))
+        }
         TeeArg::EmulatedSnp if a.emulator_socket.is_some() => {
             let path = a.emulator_socket.clone().context("socket")?;
             Arc::new(cloister_kbs_client::EmulatedSocketAttester::new(path))

@@ -20,6 +20,9 @@
 //! [`Quote::signed_bytes`] is the signed region exactly as received, so signatures are verified over
 //! the original bytes, never over a re-serialisation.
 
+pub mod qgs;
+pub mod tdreport;
+
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -321,3 +321,43 @@ fn real_quotes_parse_and_round_trip() {
     assert!(Mr48::from_hex("00").is_err());
     assert!(ReportData::from_slice(&[0; 63]).is_none());
 }
+
+// TDREPORT (`/dev/tdx_guest`) and QGS messages.
+proptest! {
+    #[test]
+    fn td_reports_round_trip(mut bytes in prop::collection::vec(any::<u8>(), tdreport::TD_REPORT_LEN)) {
+        bytes[0] = tdreport::REPORT_TYPE_TDX;
+        let r = tdreport::TdReport::from_bytes(&bytes).unwrap();
+        let encoded = r.to_bytes();
+        prop_assert_eq!(&encoded[..], &bytes[..]);
+        let body = r.to_td10_body();
+        prop_assert_eq!(body.report_data.as_ref(), &bytes[0x80..0xC0]);
+    }
+
+    #[test]
+    fn qgs_messages_round_trip(id in prop::collection::vec(any::<u8>(), 0..64), quote in prop::collection::vec(any::<u8>(), 1..4096)) {
+        let framed = qgs::encode_get_quote_response(qgs::QGS_SUCCESS, &id, &quote).unwrap();
+        let n = qgs::frame_length([framed[0], framed[1], framed[2], framed[3]]).unwrap();
+        prop_assert_eq!(n, framed.len() - 4);
+        let r = qgs::decode_get_quote_response(&framed[4..]).unwrap();
+        prop_assert_eq!(r.selected_id, id);
+        prop_assert_eq!(r.quote, quote.clone());
+        let framed = qgs::encode_get_quote_request(&quote, &[]).unwrap();
+        prop_assert_eq!(qgs::decode_get_quote_request(&framed[4..]).unwrap().report, quote);
+    }
+
+    #[test]
+    fn random_bytes_are_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = tdreport::TdReport::from_bytes(&bytes);
+        let _ = qgs::decode_get_quote_response(&bytes);
+        let _ = qgs::decode_get_quote_request(&bytes);
+    }
+
+    #[test]
+    fn truncated_responses_are_errors(cut in 0usize..40) {
+        let framed = qgs::encode_get_quote_response(qgs::QGS_SUCCESS, &[], &[7u8; 16]).unwrap();
+        let msg = &framed[4..];
+        prop_assume!(cut < msg.len());
+        prop_assert!(qgs::decode_get_quote_response(&msg[..cut]).is_err());
+    }
+}
