@@ -12,7 +12,7 @@ use cloister_kbs_protocol::initdata::InitData;
 use cloister_kbs_protocol::{Attestation, Challenge, PROTOCOL_VERSION, Request, Response, Tee, TeePubKey, jwe};
 use cloister_policy::Policy;
 use cloister_verifier::appraisal::{AppraisalInput, AttestationPolicy, appraise};
-use cloister_verifier::ear::{Ear, EarSigner, TrustedKeys, verify_jws};
+use cloister_verifier::ear::{Ear, EarSigner, TrustedKeys, VerifiedToken, VerifiedTokens};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -93,6 +93,9 @@ pub struct BrokerSettings {
     pub insecure_header_jwk: bool,
 }
 
+/// How many verified tokens a broker remembers (a few MiB at most).
+const VERIFIED_TOKEN_CAPACITY: usize = 4096;
+
 struct Compiled<T> {
     source: Vec<u8>,
     value: Arc<T>,
@@ -104,6 +107,8 @@ pub struct Broker {
     verifiers: Verifiers,
     signer: EarSigner,
     trusted: TrustedKeys,
+    /// Tokens already verified under `trusted` (or signed here).
+    verified_tokens: VerifiedTokens,
     settings: BrokerSettings,
     resource_policy: RwLock<Option<Compiled<Policy>>>,
     attestation_policies: RwLock<BTreeMap<String, Compiled<AttestationPolicy>>>,
@@ -151,6 +156,7 @@ impl Broker {
             verifiers,
             signer,
             trusted,
+            verified_tokens: VerifiedTokens::new(VERIFIED_TOKEN_CAPACITY),
             settings,
             resource_policy: RwLock::new(None),
             attestation_policies: RwLock::new(BTreeMap::new()),
@@ -313,12 +319,13 @@ impl Broker {
         let mut ear = Ear::new(now, self.settings.token_lifetime, submod);
         ear.issuer = "cloister-kbs".into();
         let token = self.signer.sign(&ear).map_err(|e| KbsError::Internal(e.to_string()))?;
+        self.verified_tokens.remember_signed(&token, now);
         session.token = Some(token.clone());
         self.save_session(id, &session)?;
         Ok(token)
     }
 
-    fn token_claims(&self, cred: &Credential, now: u64) -> Result<Value, KbsError> {
+    fn token_claims(&self, cred: &Credential, now: u64) -> Result<Arc<VerifiedToken>, KbsError> {
         let from_session = |id: &str| -> Result<String, KbsError> {
             let s = self.load_session(id)?;
             if now >= s.expires {
@@ -331,7 +338,7 @@ impl Broker {
             Credential::Bearer(t) => t.clone(),
             Credential::Both(id, t) => from_session(id).unwrap_or_else(|_| t.clone()),
         };
-        verify_jws(&token, &self.trusted, now).map_err(|e| KbsError::TokenVerifier(e.to_string()))
+        self.verified_tokens.verify(&token, &self.trusted, now).map_err(|e| KbsError::TokenVerifier(e.to_string()))
     }
 
     fn resource_policy(&self) -> Result<Arc<Policy>, KbsError> {
@@ -357,14 +364,15 @@ impl Broker {
     /// (when it defines them) or says that `allow` was not true.
     pub fn decide(
         &self,
-        claims: &Value,
+        token: &VerifiedToken,
         path: &ResourcePath,
         query: &BTreeMap<String, String>,
     ) -> Result<(), KbsError> {
         let policy = self.resource_policy()?;
         let data = json!({"plugin": "resource", "resource-path": path.0, "query": query});
         self.metrics.inc(&self.metrics.policy_evaluations);
-        let allowed = policy.allows(claims, &data).map_err(|e| {
+        let claims = token.claims();
+        let allowed = policy.allows_input(token.policy_input(), &data).map_err(|e| {
             self.metrics.inc(&self.metrics.policy_errors);
             KbsError::PolicyEngine(e.to_string())
         })?;
@@ -393,11 +401,11 @@ impl Broker {
         query: &BTreeMap<String, String>,
         now: u64,
     ) -> Result<Response, KbsError> {
-        let claims = self.token_claims(cred, now)?;
-        let key_value = tee_pubkey_of(&claims).ok_or_else(|| KbsError::TeeKey("no tee-pubkey claim".into()))?;
+        let token = self.token_claims(cred, now)?;
+        let key_value = tee_pubkey_of(token.claims()).ok_or_else(|| KbsError::TeeKey("no tee-pubkey claim".into()))?;
         let key: TeePubKey =
             serde_json::from_value(key_value.clone()).map_err(|e| KbsError::TeeKey(format!("tee-pubkey: {e}")))?;
-        self.decide(&claims, path, query)?;
+        self.decide(&token, path, query)?;
         let secret = self
             .store
             .get(Namespace::Repository, &path.key())?
@@ -507,19 +515,19 @@ impl Broker {
         let ask: Ask = serde_json::from_slice(body).map_err(serde_err)?;
         let claims = match (ask.token, ask.claims) {
             (Some(t), _) => self.token_claims(&Credential::Bearer(t), now)?,
-            (None, Some(c)) => c,
+            (None, Some(c)) => Arc::new(VerifiedToken::from_claims(c)),
             (None, None) => return Err(KbsError::Serde("give a token or claims".into())),
         };
         let path = ResourcePath::parse(&ask.path)?;
         let decision = self.decide(&claims, &path, &ask.query);
         let policy = self.resource_policy()?;
         let data = json!({"plugin": "resource", "resource-path": path.0, "query": ask.query});
-        let reasons = policy.eval_rule("deny_reasons", &claims, &data).unwrap_or(Value::Null);
+        let reasons = policy.eval_rule("deny_reasons", claims.claims(), &data).unwrap_or(Value::Null);
         Ok(json!({
             "allow": decision.is_ok(),
             "detail": decision.err().map(|e| e.to_string()),
             "deny_reasons": reasons,
-            "statuses": claims.get("submods").and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.get("ear.status").cloned().unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>()),
+            "statuses": claims.claims().get("submods").and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.get("ear.status").cloned().unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>()),
         }))
     }
 

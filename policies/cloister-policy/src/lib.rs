@@ -64,6 +64,18 @@ fn one_line(s: impl fmt::Display) -> String {
     s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// An input document converted once to the engine's value type: for evaluating the same input
+/// many times (a cached token's claims on every resource request) without converting it again.
+#[derive(Clone, Debug)]
+pub struct PolicyInput(regorus::Value);
+
+impl PolicyInput {
+    /// Converts a JSON input document.
+    pub fn new(input: &Json) -> Self {
+        Self(regorus::Value::from(input.clone()))
+    }
+}
+
 /// A compiled-checked Rego policy in `package policy`.
 #[derive(Clone)]
 pub struct Policy {
@@ -140,6 +152,10 @@ impl Policy {
     }
 
     fn engine_with(&self, input: &Json, data: &Json) -> Result<regorus::Engine, PolicyError> {
+        self.engine_with_input(&PolicyInput::new(input), data)
+    }
+
+    fn engine_with_input(&self, input: &PolicyInput, data: &Json) -> Result<regorus::Engine, PolicyError> {
         let bad = |what, e: anyhow_like::E| PolicyError::BadJson { id: self.id.clone(), what, message: e.0 };
         let key = data.to_string();
         let cached = self.prepared.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
@@ -158,8 +174,8 @@ impl Policy {
                 e
             }
         };
-        // Direct conversion (no JSON text round trip); setting the input keeps the preparation.
-        engine.set_input(regorus::Value::from(input.clone()));
+        // Setting the input keeps the preparation.
+        engine.set_input(input.0.clone());
         Ok(engine)
     }
 
@@ -171,14 +187,32 @@ impl Policy {
 
     /// The values of several rules of `data.<package>` with one input (JSON `null` when undefined).
     pub fn eval_rules(&self, rules: &[String], input: &Json, data: &Json) -> Result<Vec<Json>, PolicyError> {
-        let mut engine = self.engine_with(input, data)?;
+        self.eval_rules_input(rules, &PolicyInput::new(input), data)
+    }
+
+    /// [`Policy::eval_rules`] with an input converted beforehand.
+    pub fn eval_rules_input(
+        &self,
+        rules: &[String],
+        input: &PolicyInput,
+        data: &Json,
+    ) -> Result<Vec<Json>, PolicyError> {
+        let mut engine = self.engine_with_input(input, data)?;
         rules
             .iter()
             .map(|rule| {
                 let path = format!("data.{}.{rule}", self.package);
                 let err = |e: String| PolicyError::Eval { id: self.id.clone(), rule: path.clone(), message: e };
-                // A query (not eval_rule) so that a rule the policy does not define is simply
-                // undefined rather than an error.
+                // The rule directly first (about twice as fast as a query: no query to parse).
+                // It fails for a rule the policy does not define; the query below then says
+                // "undefined" (or gives the evaluation's own error), as it always did.
+                if let Ok(v) = engine.eval_rule(path.clone()) {
+                    if v == regorus::Value::Undefined {
+                        return Ok(Json::Null);
+                    }
+                    let text = v.to_json_str().map_err(|e| err(one_line(e)))?;
+                    return serde_json::from_str(&text).map_err(|e| err(one_line(e)));
+                }
                 let results = engine.eval_query(path.clone(), false).map_err(|e| err(one_line(e)))?;
                 let Some(v) = results.result.first().and_then(|r| r.expressions.first()).map(|e| &e.value) else {
                     return Ok(Json::Null);
@@ -229,7 +263,13 @@ impl Policy {
 
     /// `data.<package>.allow`, fail-closed: only an explicit boolean `true` allows.
     pub fn allows(&self, input: &Json, data: &Json) -> Result<bool, PolicyError> {
-        Ok(self.eval_rule("allow", input, data)? == Json::Bool(true))
+        self.allows_input(&PolicyInput::new(input), data)
+    }
+
+    /// [`Policy::allows`] with an input converted beforehand.
+    pub fn allows_input(&self, input: &PolicyInput, data: &Json) -> Result<bool, PolicyError> {
+        let mut v = self.eval_rules_input(&["allow".to_owned()], input, data)?;
+        Ok(v.pop() == Some(Json::Bool(true)))
     }
 }
 

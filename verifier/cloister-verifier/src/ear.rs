@@ -407,18 +407,123 @@ pub fn verify_jws(token: &str, keys: &TrustedKeys, now: u64) -> Result<Value, Ea
         return Err(EarError::Signature);
     }
     let claims = decode_json("payload", p)?;
+    check_token_times(&claims, now)?;
+    Ok(claims)
+}
+
+/// The time checks of a token's claims: `exp` passed, or `iat` more than a minute ahead (the
+/// clock skew allowed between replicas).
+fn check_token_times(claims: &Value, now: u64) -> Result<(), EarError> {
     if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
         && now >= exp
     {
         return Err(EarError::Expired { exp, now });
     }
-    // Allow a minute of clock skew between replicas.
     if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
         && iat > now.saturating_add(60)
     {
         return Err(EarError::NotYetValid { iat, now });
     }
-    Ok(claims)
+    Ok(())
+}
+
+/// Tokens whose signature has been verified (or that this process signed itself), keyed by the
+/// SHA-256 of the exact token text, so that a client presenting the same Bearer token again costs
+/// a hash and a lookup instead of an ECDSA verification. The time checks ([`verify_jws`]'s `exp`
+/// and `iat`) run on every use; an entry is only ever the result of a successful verification
+/// under the same [`TrustedKeys`] (one cache per key set). Bounded: when full, expired entries
+/// are dropped, then everything.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<VerifiedToken>>>,
+    capacity: usize,
+}
+
+/// A token's claims after verification, with their policy-engine form made on first use (the
+/// resource policy evaluates the same claims on every request the token is used for).
+#[derive(Debug)]
+pub struct VerifiedToken {
+    claims: Value,
+    input: std::sync::OnceLock<cloister_policy::PolicyInput>,
+}
+
+impl VerifiedToken {
+    /// Claims given directly (the admin decision-debugging endpoint), not from a token.
+    pub fn from_claims(claims: Value) -> Self {
+        Self { claims, input: std::sync::OnceLock::new() }
+    }
+
+    /// The claims.
+    pub fn claims(&self) -> &Value {
+        &self.claims
+    }
+
+    /// The claims as a policy input, converted once.
+    pub fn policy_input(&self) -> &cloister_policy::PolicyInput {
+        self.input.get_or_init(|| cloister_policy::PolicyInput::new(&self.claims))
+    }
+}
+
+impl PartialEq for VerifiedToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.claims == other.claims
+    }
+}
+
+impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: std::sync::Mutex::default(), capacity }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(d.as_ref());
+        k
+    }
+
+    fn insert(&self, key: [u8; 32], token: std::sync::Arc<VerifiedToken>, now: u64) {
+        let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= self.capacity {
+            map.retain(|_, c| check_token_times(&c.claims, now).is_ok());
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        map.insert(key, token);
+    }
+
+    /// Records a token this process has just signed with one of the trusted keys (its claims are
+    /// read from its own payload, exactly as [`verify_jws`] would return them).
+    pub fn remember_signed(&self, token: &str, now: u64) {
+        let claims = token
+            .trim()
+            .split('.')
+            .nth(1)
+            .and_then(|p| B64URL.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if let Some(claims) = claims
+            && self.capacity > 0
+        {
+            self.insert(Self::key(token), std::sync::Arc::new(VerifiedToken::from_claims(claims)), now);
+        }
+    }
+
+    /// [`verify_jws`], answered from the cache when this exact token was verified before.
+    pub fn verify(&self, token: &str, keys: &TrustedKeys, now: u64) -> Result<std::sync::Arc<VerifiedToken>, EarError> {
+        let key = Self::key(token);
+        let hit = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        if let Some(t) = hit {
+            check_token_times(&t.claims, now)?;
+            return Ok(t);
+        }
+        let t = std::sync::Arc::new(VerifiedToken::from_claims(verify_jws(token, keys, now)?));
+        if self.capacity > 0 {
+            self.insert(key, t.clone(), now);
+        }
+        Ok(t)
+    }
 }
 
 /// Verifies a token and reads it as an EAR.
@@ -552,5 +657,40 @@ mod tests {
             verify_jws(token, &keys, 1_300_819_380),
             Err(EarError::Expired { exp: 1_300_819_380, now: 1_300_819_380 })
         );
+    }
+
+    #[test]
+    fn verified_tokens_cache_only_good_tokens_and_recheck_time() {
+        let (signer, _) = EarSigner::generate().unwrap();
+        let keys = TrustedKeys { jwks: vec![signer.public_jwk().clone()], insecure_header_jwk: false };
+        let token = signer.sign(&sample()).unwrap();
+        let cache = VerifiedTokens::new(2);
+        let now = 1_700_000_100;
+        let first = cache.verify(&token, &keys, now).unwrap();
+        assert_eq!(*first.claims(), verify_jws(&token, &keys, now).unwrap());
+        // Cached: the same claims, the time still checked on every use.
+        assert_eq!(*cache.verify(&token, &keys, now).unwrap(), *first);
+        assert!(matches!(cache.verify(&token, &keys, 1_700_000_300), Err(EarError::Expired { .. })));
+        assert!(matches!(cache.verify(&token, &keys, 1_600_000_000), Err(EarError::NotYetValid { .. })));
+        // A forged signature is refused every time (never cached).
+        let mut forged = token.clone();
+        forged.pop();
+        forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+        for _ in 0..2 {
+            assert!(cache.verify(&forged, &keys, now).is_err());
+        }
+        // A token by another key is refused even when the cache is warm.
+        let (other, _) = EarSigner::generate().unwrap();
+        let foreign = other.sign(&sample()).unwrap();
+        assert_eq!(cache.verify(&foreign, &keys, now), Err(EarError::Signature));
+        // A token signed here is remembered with the claims verify_jws would give.
+        let own = signer.sign(&sample()).unwrap();
+        cache.remember_signed(&own, now);
+        assert_eq!(*cache.verify(&own, &keys, now).unwrap().claims(), verify_jws(&own, &keys, now).unwrap());
+        // Bounded.
+        for _ in 0..5 {
+            cache.remember_signed(&signer.sign(&sample()).unwrap(), now);
+        }
+        assert!(cache.entries.lock().unwrap().len() <= 2);
     }
 }

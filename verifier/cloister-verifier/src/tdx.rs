@@ -37,7 +37,7 @@
 
 mod cert;
 mod collateral;
-mod der;
+pub(crate) mod der;
 mod error;
 mod tcb;
 

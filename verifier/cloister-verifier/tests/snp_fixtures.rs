@@ -1014,6 +1014,28 @@ fn every_error_has_a_one_line_message_and_a_check_name() {
     }
 }
 
+/// The outer (unsigned) signature algorithm of a certificate must be byte-identical to the signed
+/// one. Found by `random_certificates_are_rejected`: x509-parser accepts an outer algorithm OID
+/// whose tag byte is not OBJECT IDENTIFIER (0x06 → 0x4D), so comparing parsed values was not
+/// enough.
+#[test]
+fn a_mangled_outer_signature_algorithm_is_rejected() {
+    let v = SnpVerifier::new(emu_anchors(Product::Milan));
+    let report = sign(emu_milan_fields(), EMU_VCEK_KEY);
+    let good = pem_der(EMU_VCEK);
+    let pss_oid = [0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0A];
+    let outer = good.windows(pss_oid.len()).rposition(|w| w == pss_oid).unwrap();
+    for (tag, what) in [(0x4Du8, "application-class tag"), (0x86, "context tag")] {
+        let mut der = good.clone();
+        der[outer] = tag;
+        let certs = SnpCertificates::from_vek(&der).unwrap().with_chain(EMU_ASK.as_bytes()).unwrap();
+        let err = v.verify(&report, &certs, &at(EMU_NOW)).unwrap_err();
+        assert!(matches!(err, SnpVerifyError::UnsupportedCertSignatureAlgorithm { .. }), "{what}: {err:?}");
+    }
+    let certs = SnpCertificates::from_vek(&good).unwrap().with_chain(EMU_ASK.as_bytes()).unwrap();
+    assert!(v.verify(&report, &certs, &at(EMU_NOW)).is_ok());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Property tests: the entry points never panic and reject garbage with a typed error.
 

@@ -6,7 +6,7 @@
 //! allowed) and summarised; signatures are verified over the TBS bytes exactly as received.
 //! Whether a certificate is trusted is decided elsewhere ([`super::anchors`], [`super::chain`]).
 
-use ring::signature::{ECDSA_P384_SHA384_FIXED, RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
+use ring::signature::{RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
@@ -145,9 +145,32 @@ fn check_pss(alg: &AlgorithmIdentifier<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// True when two algorithm identifiers are the same (OID and parameter bytes).
-fn same_algorithm(a: &AlgorithmIdentifier<'_>, b: &AlgorithmIdentifier<'_>) -> bool {
-    a.algorithm == b.algorithm && a.parameters.as_ref().map(|p| p.data) == b.parameters.as_ref().map(|p| p.data)
+/// The raw `AlgorithmIdentifier`s of a signed certificate or CRL: the one inside the signed part
+/// (after the optional version and, for a certificate, the serial) and the outer one after it.
+/// RFC 5280 requires them to be identical; comparing the raw bytes also catches an outer
+/// identifier whose encoding a lenient parser would accept (the outer one is not signed).
+fn raw_signature_algorithms(der: &[u8], certificate: bool) -> Option<(&[u8], &[u8])> {
+    use crate::tdx::der::{DerReader, TAG_INTEGER, TAG_SEQUENCE};
+    let body = DerReader::new(der).expect(TAG_SEQUENCE, "").ok()?;
+    let mut r = DerReader::new(body);
+    let tbs = r.expect(TAG_SEQUENCE, "").ok()?;
+    let (_, outer) = r.next_raw().ok()?;
+    let mut t = DerReader::new(tbs);
+    let (first, mut inner) = t.next_raw().ok()?;
+    if certificate {
+        if first.tag == 0xA0 {
+            t.next_raw().ok()?; // version, then serialNumber
+        }
+        inner = t.next_raw().ok()?.1;
+    } else if first.tag == TAG_INTEGER {
+        inner = t.next_raw().ok()?.1; // after the version
+    }
+    Some((inner, outer))
+}
+
+/// Whether a certificate's or CRL's two signature algorithm identifiers are byte-identical.
+fn same_algorithm(der: &[u8], certificate: bool) -> bool {
+    raw_signature_algorithms(der, certificate).is_some_and(|(a, b)| a.first() == Some(&0x30) && a == b)
 }
 
 fn common_name(name: &X509Name<'_>) -> String {
@@ -199,7 +222,7 @@ impl CertInfo {
             return Err(format!("{} trailing bytes after the certificate", rest.len()));
         }
         let tbs = &cert.tbs_certificate;
-        let pss = if same_algorithm(&tbs.signature, &cert.signature_algorithm) {
+        let pss = if same_algorithm(der, true) {
             check_pss(&cert.signature_algorithm)
         } else {
             Err("inner and outer signature algorithms differ".to_string())
@@ -304,7 +327,7 @@ impl CrlInfo {
             return Err(format!("{} trailing bytes after the CRL", rest.len()));
         }
         let tbs = &crl.tbs_cert_list;
-        let pss = if same_algorithm(&tbs.signature, &crl.signature_algorithm) {
+        let pss = if same_algorithm(der, false) {
             check_pss(&crl.signature_algorithm)
         } else {
             Err("inner and outer signature algorithms differ".to_string())
@@ -327,9 +350,11 @@ pub(crate) fn verify_pss(rsa_public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool 
     UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, rsa_public_key).verify(msg, sig).is_ok()
 }
 
-/// ECDSA P-384/SHA-384 verification of `msg` with an uncompressed point and a fixed `r ‖ s`.
-pub(crate) fn verify_p384(point: &[u8], msg: &[u8], fixed_sig: &[u8; 96]) -> bool {
-    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point).verify(msg, fixed_sig).is_ok()
+/// ECDSA P-384/SHA-384 verification of `msg` with an uncompressed point and a fixed `r ‖ s`
+/// (aws-lc-rs: its P-384 is about 4.5x faster than ring's, and this runs once per attestation).
+pub fn verify_p384(point: &[u8], msg: &[u8], fixed_sig: &[u8; 96]) -> bool {
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey as AwsLcKey};
+    AwsLcKey::new(&ECDSA_P384_SHA384_FIXED, point).verify(msg, fixed_sig).is_ok()
 }
 
 /// SHA-256 of `data`.
