@@ -130,8 +130,7 @@ pub fn appraise(
     let data = json!({ "reference": reference.to_json() });
     let mut tv = TrustVector::default();
     let names: Vec<String> = TRUST_CLAIMS.iter().map(|n| n.replace('-', "_")).collect();
-    let results =
-        policy.policy.eval_rules_once(&names.iter().map(String::as_str).collect::<Vec<_>>(), &evidence, &data)?;
+    let results = policy.policy.eval_rules(&names, &evidence, &data)?;
     for (name, value) in TRUST_CLAIMS.iter().zip(results) {
         let v = match value {
             Value::Null => 0,
