@@ -151,10 +151,6 @@ impl Policy {
         &self.source
     }
 
-    fn engine_with(&self, input: &Json, data: &Json) -> Result<regorus::Engine, PolicyError> {
-        self.engine_with_input(&PolicyInput::new(input), data)
-    }
-
     fn engine_with_input(&self, input: &PolicyInput, data: &Json) -> Result<regorus::Engine, PolicyError> {
         let bad = |what, e: anyhow_like::E| PolicyError::BadJson { id: self.id.clone(), what, message: e.0 };
         let key = data.to_string();
@@ -207,7 +203,7 @@ impl Policy {
                 // It fails for a rule the policy does not define; the query below then says
                 // "undefined" (or gives the evaluation's own error), as it always did.
                 match engine.eval_rule(path.clone()) {
-                    Ok(v) if v == regorus::Value::Undefined => return Ok(Json::Null),
+                    Ok(regorus::Value::Undefined) => return Ok(Json::Null),
                     Ok(v) => {
                         let text = v.to_json_str().map_err(|e| err(one_line(e)))?;
                         return serde_json::from_str(&text).map_err(|e| err(one_line(e)));
