@@ -624,20 +624,7 @@ impl EmulatedTdx {
     /// Produces a version-4 TDX quote (TD report 1.0) with the requested fields, signed by the QE
     /// attestation key, with the QE report signed by the PCK key and the PCK chain attached.
     pub fn quote(&self, req: &TdxQuoteRequest) -> Result<Vec<u8>, EmulateError> {
-        self.quote_body(TdReport10 {
-            tee_tcb_svn: Bytes(self.tcb.tee_tcb_svn),
-            mr_seam: Bytes(self.mr_seam),
-            mr_signer_seam: Bytes::ZERO,
-            seam_attributes: Bytes::ZERO,
-            td_attributes: req.td_attributes,
-            xfam: req.xfam,
-            mr_td: req.mr_td,
-            mr_config_id: req.mr_config_id,
-            mr_owner: req.mr_owner,
-            mr_owner_config: req.mr_owner_config,
-            rtmr: req.rtmrs,
-            report_data: req.report_data,
-        })
+        self.quote_body(self.report_fields(req).to_td10_body())
     }
 
     /// The emulated CPU's report MAC key. Real TDREPORTs are MACed with a key only the CPU and
@@ -651,14 +638,12 @@ impl EmulatedTdx {
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref())
     }
 
-    /// What the emulated TDX module's `TDG.MR.REPORT` returns for a TD with the requested fields
-    /// (`/dev/tdx_guest`'s `TDX_CMD_GET_REPORT0`): a 1024-byte TDREPORT whose TEE_TCB_INFO is this
-    /// platform's module, whose hashes cover TEE_TCB_INFO and TDINFO, MACed with the emulated CPU
-    /// key. [`EmulatedTdx::quote_td_report`] turns it into a quote, as the host's QGS would.
-    pub fn td_report(&self, req: &TdxQuoteRequest) -> [u8; TD_REPORT_LEN] {
+    /// The TDREPORT fields of a TD on this platform (this TDX module, the requested TD fields),
+    /// hashes and MAC not yet filled in.
+    fn report_fields(&self, req: &TdxQuoteRequest) -> TdReport {
         let mut valid = [0u8; 8];
         valid[0] = 0x1f; // TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, ATTRIBUTES (bits 0..4)
-        let mut report = TdReport {
+        TdReport {
             report_type: [REPORT_TYPE_TDX, 0, 0, 0],
             reserved1: Bytes::ZERO,
             cpu_svn: Bytes(self.tcb.sgx_components),
@@ -688,7 +673,15 @@ impl EmulatedTdx {
                 servtd_hash: Bytes::ZERO,
                 reserved: Bytes::ZERO,
             },
-        };
+        }
+    }
+
+    /// What the emulated TDX module's `TDG.MR.REPORT` returns for a TD with the requested fields
+    /// (`/dev/tdx_guest`'s `TDX_CMD_GET_REPORT0`): a 1024-byte TDREPORT whose TEE_TCB_INFO is this
+    /// platform's module, whose hashes cover TEE_TCB_INFO and TDINFO, MACed with the emulated CPU
+    /// key. [`EmulatedTdx::quote_td_report`] turns it into a quote, as the host's QGS would.
+    pub fn td_report(&self, req: &TdxQuoteRequest) -> [u8; TD_REPORT_LEN] {
+        let mut report = self.report_fields(req);
         let bytes = report.to_bytes();
         report.tee_tcb_info_hash = sha384(&bytes[TEE_TCB_INFO_OFFSET..TEE_TCB_INFO_OFFSET + TEE_TCB_INFO_LEN]);
         report.tee_info_hash = sha384(&bytes[TD_INFO_OFFSET..TD_INFO_OFFSET + TD_INFO_LEN]);

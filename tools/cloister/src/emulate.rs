@@ -186,20 +186,31 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
 
 fn qgs(a: QgsArgs) -> Result<()> {
     let platform = std::sync::Arc::new(cloister_emulate::tdx::EmulatedTdx::load(&a.dir)?);
-    let _ = std::fs::remove_file(&a.socket);
+    serve_unix(&a.socket, "EMULATED TDX quote generation service", "emulated QGS", move |stream| {
+        cloister_emulate::qgs::serve_connection(&platform, stream)
+    })
+}
+
+/// Listens on `socket` (replacing a stale one), warns loudly, prints `serving <socket>` and
+/// serves each connection on its own thread with `handle`.
+fn serve_unix(
+    socket: &std::path::Path,
+    what: &str,
+    short: &'static str,
+    handle: impl Fn(std::os::unix::net::UnixStream) -> std::io::Result<()> + Send + Sync + 'static,
+) -> Result<()> {
+    let _ = std::fs::remove_file(socket);
     let listener =
-        std::os::unix::net::UnixListener::bind(&a.socket).with_context(|| format!("binding {}", a.socket.display()))?;
-    eprintln!(
-        "WARNING: EMULATED TDX quote generation service on {}: its quotes prove nothing about hardware",
-        a.socket.display()
-    );
-    outln!("serving {}", a.socket.display())?;
+        std::os::unix::net::UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    eprintln!("WARNING: {what} serving on {}: its evidence proves nothing about hardware", socket.display());
+    outln!("serving {}", socket.display())?;
+    let handle = std::sync::Arc::new(handle);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let platform = platform.clone();
+        let handle = handle.clone();
         std::thread::spawn(move || {
-            if let Err(e) = cloister_emulate::qgs::serve_connection(&platform, stream) {
-                eprintln!("emulated QGS: connection closed: {e}");
+            if let Err(e) = handle(stream) {
+                eprintln!("{short}: connection closed: {e}");
             }
         });
     }
@@ -235,22 +246,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     let policy = u64::from_str_radix(a.policy.trim_start_matches("0x"), 16).context("--policy is not hex")?;
     let launch = LaunchState { measurement, host_data, policy };
-    let _ = std::fs::remove_file(&a.socket);
-    let listener =
-        std::os::unix::net::UnixListener::bind(&a.socket).with_context(|| format!("binding {}", a.socket.display()))?;
-    eprintln!(
-        "WARNING: EMULATED SEV-SNP platform serving on {}: its evidence proves nothing about hardware",
-        a.socket.display()
-    );
-    outln!("serving {}", a.socket.display())?;
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let platform = platform.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = serve_connection(&platform, &launch, stream) {
-                eprintln!("emulated platform: connection closed: {e}");
-            }
-        });
-    }
-    Ok(())
+    serve_unix(&a.socket, "EMULATED SEV-SNP platform", "emulated platform", move |stream| {
+        serve_connection(&platform, &launch, stream)
+    })
 }
