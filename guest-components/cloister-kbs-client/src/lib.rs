@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod attester;
 mod client;
+pub mod seguest;
 pub mod sevguest;
 mod sys;
 pub mod tdxguest;

@@ -1,7 +1,8 @@
 //! The only `unsafe` code of the guest components: the `/dev/sev-guest` ioctls
 //! (`linux/sev-guest.h`: SNP_GET_REPORT, SNP_GET_EXT_REPORT), the `/dev/tdx_guest` ioctl
-//! (`linux/tdx-guest.h`: TDX_CMD_GET_REPORT0) and an `AF_VSOCK` connect (to the host's quote
-//! generation service). Everything here is plain-old-data marshalling around one system call.
+//! (`linux/tdx-guest.h`: TDX_CMD_GET_REPORT0), the IBM Secure Execution `/dev/uv` ioctl
+//! (`asm/uvdevice.h`: UVIO_IOCTL_ATT) and an `AF_VSOCK` connect (to the host's quote generation
+//! service). Everything here is plain-old-data marshalling around one system call.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -137,6 +138,91 @@ pub(crate) fn tdx_get_report0(dev: &File, report_data: &[u8; 64]) -> Result<[u8;
     Ok(req.tdreport)
 }
 
+/// `struct uvio_ioctl_cb`: the uvdevice's control block (0x40 bytes).
+#[repr(C)]
+struct UvioIoctlCb {
+    flags: u32,
+    uv_rc: u16,
+    uv_rrc: u16,
+    argument_addr: u64,
+    argument_len: u32,
+    reserved14: [u8; 0x40 - 0x14],
+}
+
+/// `struct uvio_attest` (0x138 bytes).
+#[repr(C)]
+struct UvioAttest {
+    arcb_addr: u64,
+    meas_addr: u64,
+    add_data_addr: u64,
+    user_data: [u8; 256],
+    config_uid: [u8; 16],
+    arcb_len: u32,
+    meas_len: u32,
+    add_data_len: u32,
+    user_data_len: u16,
+    reserved136: u16,
+}
+
+/// `_IOWR('u', UVIO_IOCTL_ATT_NR = 1, struct uvio_ioctl_cb)`.
+const UVIO_IOCTL_ATT: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<UvioIoctlCb>() as libc::c_ulong) << 16) | ((b'u' as libc::c_ulong) << 8) | 1;
+
+/// Why UVIO_IOCTL_ATT failed: `errno` and the Ultravisor's return and reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UvError {
+    pub errno: i32,
+    pub uv_rc: u16,
+    pub uv_rrc: u16,
+}
+
+/// UVIO_IOCTL_ATT: the Ultravisor's attestation of `arcb` with `user_data` (≤ 256 bytes). Fills
+/// `measurement` and `additional` (their lengths are the sizes the request asks for) and returns
+/// the configuration unique ID.
+pub(crate) fn uv_attest(
+    dev: &File,
+    arcb: &[u8],
+    user_data: &[u8],
+    measurement: &mut [u8],
+    additional: &mut [u8],
+) -> Result<[u8; 16], UvError> {
+    let fail = |errno| UvError { errno, uv_rc: 0, uv_rrc: 0 };
+    let len32 = |n: usize| u32::try_from(n).map_err(|_| fail(libc::EINVAL));
+    let mut ud = [0u8; 256];
+    ud.get_mut(..user_data.len()).ok_or(fail(libc::EINVAL))?.copy_from_slice(user_data);
+    let mut att = Box::new(UvioAttest {
+        arcb_addr: arcb.as_ptr() as u64,
+        meas_addr: measurement.as_mut_ptr() as u64,
+        add_data_addr: if additional.is_empty() { 0 } else { additional.as_mut_ptr() as u64 },
+        user_data: ud,
+        config_uid: [0; 16],
+        arcb_len: len32(arcb.len())?,
+        meas_len: len32(measurement.len())?,
+        add_data_len: len32(additional.len())?,
+        user_data_len: u16::try_from(user_data.len()).map_err(|_| fail(libc::EINVAL))?,
+        reserved136: 0,
+    });
+    let mut cb = UvioIoctlCb {
+        flags: 0,
+        uv_rc: 0,
+        uv_rrc: 0,
+        argument_addr: std::ptr::addr_of_mut!(*att) as u64,
+        argument_len: std::mem::size_of::<UvioAttest>() as u32,
+        reserved14: [0; 0x40 - 0x14],
+    };
+    // SAFETY: `dev` is an open file; UVIO_IOCTL_ATT reads `cb` (a properly laid out
+    // `uvio_ioctl_cb`) and writes its rc/rrc, reads the boxed `uvio_attest` it points to and
+    // writes its `config_uid`, reads `arcb_len` bytes at `arcb_addr` and writes at most
+    // `meas_len`/`add_data_len` bytes at `meas_addr`/`add_data_addr`. Every buffer is a live,
+    // unaliased slice of exactly the length given, valid until the call returns.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), UVIO_IOCTL_ATT as libc::Ioctl, std::ptr::addr_of_mut!(cb)) };
+    if rc < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(UvError { errno, uv_rc: cb.uv_rc, uv_rrc: cb.uv_rrc });
+    }
+    Ok(att.config_uid)
+}
+
 /// A connected `AF_VSOCK` stream socket to `cid:port`.
 pub(crate) fn vsock_connect(cid: u32, port: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -181,5 +267,11 @@ mod tests {
         assert_eq!(SNP_GET_EXT_REPORT, 0xC020_5302);
         assert_eq!(std::mem::size_of::<TdxReportReq>(), 1088);
         assert_eq!(TDX_CMD_GET_REPORT0, 0xC440_5401);
+        assert_eq!(std::mem::size_of::<UvioIoctlCb>(), 0x40);
+        assert_eq!(std::mem::size_of::<UvioAttest>(), 0x138);
+        assert_eq!(std::mem::offset_of!(UvioAttest, config_uid), 0x118);
+        assert_eq!(std::mem::offset_of!(UvioAttest, user_data_len), 0x134);
+        assert_eq!(std::mem::offset_of!(UvioIoctlCb, argument_len), 0x10);
+        assert_eq!(UVIO_IOCTL_ATT, 0xC040_7501);
     }
 }
