@@ -26,13 +26,15 @@
 //! quotes through an emulated quoting enclave, and signed collateral, which `TdxVerifier` accepts
 //! with `TdxTrustAnchors::empty().with_root(root_der)`.
 //!
-//! Modules: [`snp`] (AMD SEV-SNP), [`tdx`] (Intel TDX), [`service`] (the endpoint a guest asks
+//! Modules: [`snp`] (AMD SEV-SNP), [`tdx`] (Intel TDX), [`se`] (IBM Secure Execution: host-key
+//! chain, image header and Ultravisor), [`service`] (the endpoint a guest asks
 //! for reports: launch measurement and HOST_DATA fixed by the host, REPORT_DATA by the guest).
 
 #![forbid(unsafe_code)]
 
 mod der;
 pub mod qgs;
+pub mod se;
 pub mod service;
 pub mod snp;
 pub mod tdx;

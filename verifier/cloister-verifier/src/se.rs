@@ -52,17 +52,14 @@
 //! * the user data starts with the expected report data, zero-padded to 64 bytes (trustee's rule).
 //!
 //! Not verified, and why:
-//! * **Host-key documents are not checked here.** That the ARCB is encrypted only to genuine IBM
-//!   Z host keys (HKD certificate → IBM Z host-key signing key → DigiCert chain, CRLs) is what
-//!   makes the HMAC mean "a real Ultravisor"; it happens when the request is built and needs the
-//!   HKDs and IBM's certificates, which this module does not take. The caller's
-//!   [`SeHostKeyWrap`] implementation owns that check.
-//! * **No P-521 ECDH.** ring 0.17 has no P-521, and no dependency here offers it, so this crate
-//!   cannot generate the customer key or compute Z. [`build_arcb`] takes the key slots from a
-//!   [`SeHostKeyWrap`]; [`wrap_key_slot`] does everything after Z. The ARCB format, encryption
-//!   and key-slot wrapping are tested round-trip and against an independent re-implementation
-//!   in the emulated-Ultravisor test, **not against an IBM Ultravisor or an ARCB made by
-//!   s390-tools** (its binary test vectors are not available here).
+//! * **Host-key documents are checked in [`hostkey`], not here.** That the ARCB is encrypted
+//!   only to genuine IBM Z host keys (HKD → IBM Z host key signing key → root, CRLs) is what
+//!   makes the HMAC mean "a real Ultravisor"; it happens when the request is built
+//!   ([`hostkey::HostKeyAuthority`], then [`hostkey::P521HostKeyWrap`] as the
+//!   [`SeHostKeyWrap`]). The ARCB format, encryption and key-slot wrapping are tested round-trip
+//!   and against an independent re-implementation in the emulated Ultravisor
+//!   (`cloister-emulate`), **not against an IBM Ultravisor or an ARCB made by s390-tools** (its
+//!   binary test vectors are not available here).
 //! * **Real Ultravisor output has not been seen.** No public SE evidence exists (it is only
 //!   checkable with the verifier's key); the HMAC layout is confirmed by s390-tools' own HMAC
 //!   test vectors, the rest by an emulated Ultravisor.
@@ -80,6 +77,8 @@
 //! Key material is zeroed on drop (best effort: a manual overwrite, no `zeroize` dependency;
 //! `ring::hmac::Key` and `ring::aead` keys derived from it are ring-internal and not zeroed) and
 //! is never logged or printed by `Debug`.
+
+pub mod hostkey;
 
 use std::fmt;
 
@@ -671,10 +670,8 @@ pub fn verify_se_response(
 // Building and opening the ARCB
 // ---------------------------------------------------------------------------------------------
 
-/// Wraps the request protection key for the accepted host keys. A real implementation verifies
-/// each host-key document against IBM's chain and CRLs, makes a fresh ECDH P-521 customer key,
-/// computes the shared secret with each host key and calls [`wrap_key_slot`]; it is outside this
-/// crate (no P-521 here).
+/// Wraps the request protection key for the accepted host keys: [`hostkey::P521HostKeyWrap`]
+/// (verified host-key documents, a fresh ECDH P-521 customer key, [`wrap_key_slot`] per host).
 pub trait SeHostKeyWrap {
     /// Returns the customer public key (X‖Y, each big-endian padded to 80 bytes) and one key
     /// slot per host key, each wrapping `arpk`.
