@@ -127,3 +127,25 @@ tdx_bound_to_initdata if not input.init_data
 tdx_bound_to_initdata if startswith(input.tdx.mr_config_id, input.init_data)
 
 tdx_bound_to_initdata if startswith(input.init_data, input.tdx.mr_config_id)
+
+# --- IBM Secure Execution --------------------------------------------------------------------
+# The key broker encrypted the attestation request only to host-key documents that chain to IBM,
+# and the Ultravisor's HMAC over the image's header tags verified: the image is the one whose
+# tag the tenant lists (RVPS `se.tag`), unpacked with a listed host key (`se.image_phkh`).
+
+executables := 3 if {
+	input.se["se.tag"] in data.reference["se.tag"]
+	listed_or_unset("se.image_phkh", input.se["se.image_phkh"])
+}
+
+hardware := 2 if {
+	input.se
+	listed_or_unset("se.attestation_phkh", input.se["se.attestation_phkh"])
+}
+
+# SE images cannot be debugged, but SE evidence carries no initdata digest: a guest that
+# presents initdata is not affirmed until the user data binds it.
+configuration := 2 if {
+	input.se
+	not input.init_data
+}

@@ -1,6 +1,6 @@
 # Cloister attestation policy for the EMULATED TEE (development and CI only).
 #
-# Evidence signed by an emulated root is labelled `emulated_snp` / `emulated_tdx` by the key
+# Evidence signed by an emulated root is labelled `emulated_snp` / `emulated_tdx` / `emulated_se` by the key
 # broker and never `snp` / `tdx`. This policy appraises it with the same reference values as
 # real hardware (RVPS names `snp_launch_measurement`, `mr_td`, `rtmr_1`, `rtmr_2`), so that a
 # development setup exercises the real measurement and initdata checks. Emulated evidence proves
@@ -25,6 +25,10 @@ executables := 3 if {
 	rtmr_ok(2)
 }
 
+executables := 3 if {
+	input.emulated_se["se.tag"] in data.reference["se.tag"]
+}
+
 rtmr_ok(i) if not data.reference[sprintf("rtmr_%d", [i])]
 
 rtmr_ok(i) if input.emulated_tdx[sprintf("rtmr_%d", [i])] in data.reference[sprintf("rtmr_%d", [i])]
@@ -34,6 +38,8 @@ rtmr_ok(i) if input.emulated_tdx[sprintf("rtmr_%d", [i])] in data.reference[spri
 hardware := 2 if input.emulated_snp
 
 hardware := 2 if input.emulated_tdx
+
+hardware := 2 if input.emulated_se
 
 configuration := 2 if {
 	input.emulated_snp
@@ -47,6 +53,11 @@ configuration := 2 if {
 	input.emulated_tdx.td_attributes.debug == false
 	bound(input.emulated_tdx.mr_config_id)
 	initdata_approved
+}
+
+configuration := 2 if {
+	input.emulated_se
+	not input.init_data
 }
 
 bound(_) if not input.init_data

@@ -10,7 +10,7 @@ import rego.v1
 
 default allow := false
 
-not_hardware := {"sample", "none", "emulated_snp", "emulated_tdx"}
+not_hardware := {"sample", "none", "emulated_snp", "emulated_tdx", "emulated_se"}
 
 allow if {
 	data.plugin == "resource"

@@ -18,8 +18,8 @@ use std::path::Path;
 use aws_lc_rs::agreement;
 use aws_lc_rs::encoding::AsBigEndian as _;
 use cloister_evidence::se::{
-    AttestationFlags, BOOT_HDR_TAGS_LEN, BootHdrTags, ConfigUid, MEASUREMENT_KEY_LEN, NONCE_LEN,
-    PHKH_LEN, SeArcb, SeAttestationFlag,
+    AttestationFlags, BOOT_HDR_TAGS_LEN, BootHdrTags, ConfigUid, MEASUREMENT_KEY_LEN, NONCE_LEN, PHKH_LEN, SeArcb,
+    SeAttestationFlag,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -198,7 +198,13 @@ impl EmulatedSe {
         let root_name = ibm_name("Cloister EMULATED IBM Z root CA", None);
         let root = issue(
             &rng,
-            &Issue { issuer: &root_name, subject: &root_name, spki: p384_spki(&root_key), ca: true, lifetime_days: 3650 },
+            &Issue {
+                issuer: &root_name,
+                subject: &root_name,
+                spki: p384_spki(&root_key),
+                ca: true,
+                lifetime_days: 3650,
+            },
             &root_key,
         )?;
         let signing_pkcs8 =
@@ -256,6 +262,16 @@ impl EmulatedSe {
             },
             &signing_key,
         )
+    }
+
+    /// Whether `dir` holds a saved platform.
+    pub fn exists(dir: &Path) -> bool {
+        FILES.iter().all(|f| dir.join(f).exists())
+    }
+
+    /// SHA-256 of the root (hex): the pin a key broker's `emulated_roots` entry names.
+    pub fn root_sha256_hex(&self) -> String {
+        hex::encode(digest::digest(&digest::SHA256, &self.root))
     }
 
     /// The emulated root (DER): configure it as an *emulated* SE root.
@@ -383,7 +399,8 @@ impl EmulatedSe {
         if (additional_len as usize) < flags.expected_additional_len() {
             return Err(invalid("additional-data buffer too small for the requested items"));
         }
-        let slot = req.key_slots.iter().find(|s| s.phkh == self.phkh).ok_or_else(|| invalid("no key slot for this host"))?;
+        let slot =
+            req.key_slots.iter().find(|s| s.phkh == self.phkh).ok_or_else(|| invalid("no key slot for this host"))?;
 
         // Shared secret with the request's customer key, then the slot key.
         let pad = COORD_SLOT - P521_COORD_LEN;
@@ -428,8 +445,7 @@ impl EmulatedSe {
             if flags.contains(SeAttestationFlag::AttestationPhkh) {
                 additional.extend_from_slice(&slot.phkh);
             }
-            if flags.contains(SeAttestationFlag::SecretStoreHash) || flags.contains(SeAttestationFlag::FirmwareState)
-            {
+            if flags.contains(SeAttestationFlag::SecretStoreHash) || flags.contains(SeAttestationFlag::FirmwareState) {
                 return Err(invalid("secret-store hash and firmware state are not emulated"));
             }
             let key = hmac::Key::new(hmac::HMAC_SHA512, &plain[..MEASUREMENT_KEY_LEN]);

@@ -32,6 +32,12 @@ pub trait Attester: Send + Sync {
     fn tee(&self) -> Tee;
     /// Evidence JSON (`primary_evidence`) binding `digest` (the raw runtime-data digest).
     fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError>;
+    /// Evidence for the broker's challenge `nonce` binding `digest`. Only TEEs whose challenge
+    /// is more than a nonce need it (IBM SE: the nonce is the verifier's attestation request).
+    fn challenge_evidence(&self, nonce: &str, digest: &[u8]) -> Result<Value, AttesterError> {
+        let _ = nonce;
+        self.evidence(digest)
+    }
 }
 
 /// CoCo's `sample` TEE: `{"svn":"1","report_data":"<base64 digest>"}`. Proves nothing.

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use cloister_kbs_protocol::binding::{HashAlgorithm, runtime_data_digest};
 use cloister_kbs_protocol::{
     Attestation, AttestationToken, Challenge, CompositeEvidence, ErrorInformation, InitData, PROTOCOL_VERSION, Request,
-    Response, RuntimeData, SESSION_COOKIE, TeeKeyPair,
+    Response, RuntimeData, SESSION_COOKIE, Tee, TeeKeyPair,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -163,6 +163,25 @@ async fn refusal(resp: reqwest::Response) -> ClientError {
 }
 
 /// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
+/// Largest SE challenge accepted (an attestation request with 255 key slots is about 30 KiB).
+const MAX_SE_CHALLENGE: usize = 64 * 1024;
+
+/// The runtime-data hash: the challenge's `selected-hash-algorithm` if it names one, else
+/// SHA-512 for SE and SHA-384 for every other TEE.
+fn challenge_hash(extra_params: &Value, tee: Tee) -> Result<HashAlgorithm, ClientError> {
+    match extra_params.get("selected-hash-algorithm") {
+        Some(Value::String(name)) => HashAlgorithm::from_name(name).ok_or_else(|| ClientError::Protocol {
+            what: "challenge",
+            detail: format!("unsupported selected-hash-algorithm {name:?}"),
+        }),
+        Some(_) => {
+            Err(ClientError::Protocol { what: "challenge", detail: "selected-hash-algorithm is not a string".into() })
+        }
+        None if tee == Tee::Se => Ok(HashAlgorithm::Sha512),
+        None => Ok(HashAlgorithm::Sha384),
+    }
+}
+
 fn token_exp(token: &str) -> Option<u64> {
     let payload = token.split('.').nth(1)?;
     let v: Value = serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()?;
@@ -225,7 +244,7 @@ impl KbsClient {
         let req = Request {
             version: PROTOCOL_VERSION.into(),
             tee: self.attester.tee(),
-            extra_params: json!({"supported-hash-algorithms": ["sha384"]}),
+            extra_params: json!({"supported-hash-algorithms": [if self.attester.tee() == Tee::Se { "sha512" } else { "sha384" }]}),
         };
         let resp = self.http.post(format!("{}/kbs/v0/auth", self.base)).json(&req).send().await.map_err(transport)?;
         if !resp.status().is_success() {
@@ -242,12 +261,17 @@ impl KbsClient {
             .ok_or(ClientError::Protocol { what: "auth response", detail: "no kbs-session-id cookie".into() })?;
         let challenge: Challenge =
             resp.json().await.map_err(|e| ClientError::Protocol { what: "challenge", detail: e.to_string() })?;
-        if challenge.nonce.is_empty() || challenge.nonce.len() > 1024 {
+        // SE's nonce is the verifier's attestation request (an ARCB per host: a few KiB).
+        let tee = self.attester.tee();
+        let max_nonce = if tee == Tee::Se { MAX_SE_CHALLENGE } else { 1024 };
+        if challenge.nonce.is_empty() || challenge.nonce.len() > max_nonce {
             return Err(ClientError::Protocol { what: "challenge", detail: "nonce empty or oversized".into() });
         }
-        let digest = runtime_data_digest(&challenge.nonce, self.key.public(), "", HashAlgorithm::Sha384);
+        let algorithm = challenge_hash(&challenge.extra_params, tee)?;
+        let digest = runtime_data_digest(&challenge.nonce, self.key.public(), "", algorithm);
         let attester = self.attester.clone();
-        let evidence = tokio::task::spawn_blocking(move || attester.evidence(&digest))
+        let nonce = challenge.nonce.clone();
+        let evidence = tokio::task::spawn_blocking(move || attester.challenge_evidence(&nonce, &digest))
             .await
             .map_err(|e| ClientError::Config(e.to_string()))??;
         let att = Attestation {

@@ -3,10 +3,10 @@
 //! HMAC-SHA512 measurement, which becomes the `SeAttestationResponse` evidence.
 //!
 //! The device is behind the small [`UvDevice`] trait (the real one does the ioctl in `sys`, the
-//! only unsafe module; tests drive an emulated Ultravisor). [`SeAttester::respond`] is the
-//! building block of an SE attester: the KBS protocol carries the request in the `/auth`
-//! challenge's `extra-params`, which this crate's key-broker client does not request yet (see
-//! the crate's open work), so `SeAttester` is not an [`crate::Attester`].
+//! only unsafe module; [`cloister_emulate::se::EmulatedSe`] is the emulated Ultravisor).
+//! [`SeAttester`] is an [`crate::Attester`]: the KBS protocol carries the request as the `/auth`
+//! challenge's nonce, and the client hands it over through [`crate::Attester::challenge_evidence`]
+//! with the SHA-512 runtime-data digest, which becomes the user data the Ultravisor measures.
 //!
 //! **What it trusts:** nothing from the host. The request is opaque to the guest (only the
 //! Ultravisor can open it) and is length-checked before the call; what the Ultravisor returns is
@@ -17,7 +17,10 @@ use std::sync::Arc;
 
 use cloister_evidence::se::{ConfigUid, SeAttestationRequest, SeAttestationResponse, USER_DATA_MAX_LEN};
 
-use crate::attester::AttesterError;
+use cloister_kbs_protocol::Tee;
+use serde_json::Value;
+
+use crate::attester::{Attester, AttesterError};
 
 /// Default device path.
 pub const UV_DEVICE: &str = "/dev/uv";
@@ -106,6 +109,12 @@ impl SeAttester {
         Self { device }
     }
 
+    /// The emulated Ultravisor. **Emulated evidence proves nothing about hardware.**
+    pub fn emulated(platform: Arc<cloister_emulate::se::EmulatedSe>) -> Self {
+        tracing::warn!("EMULATED IBM SE attester in use: its evidence proves nothing about hardware");
+        Self::new(platform)
+    }
+
     /// `/dev/uv`, if present.
     pub fn detect() -> Result<Self, AttesterError> {
         let p = Path::new(UV_DEVICE);
@@ -156,6 +165,43 @@ impl SeAttester {
         };
         response.validate().map_err(|e| platform(format!("response: {e}")))?;
         Ok(response)
+    }
+}
+
+/// Largest attestation request accepted from a challenge.
+const MAX_REQUEST_JSON: usize = 64 * 1024;
+
+impl Attester for SeAttester {
+    fn tee(&self) -> Tee {
+        Tee::Se
+    }
+
+    fn evidence(&self, _digest: &[u8]) -> Result<Value, AttesterError> {
+        Err(platform("SE evidence answers the key broker's attestation request: use challenge_evidence"))
+    }
+
+    fn challenge_evidence(&self, nonce: &str, digest: &[u8]) -> Result<Value, AttesterError> {
+        if nonce.len() > MAX_REQUEST_JSON {
+            return Err(platform(format!("attestation request is larger than {MAX_REQUEST_JSON} bytes")));
+        }
+        let request: SeAttestationRequest = serde_json::from_str(nonce)
+            .map_err(|e| platform(format!("the challenge is not an SE attestation request: {e}")))?;
+        let response = self.respond(&request, digest)?;
+        serde_json::to_value(&response).map_err(|e| platform(e.to_string()))
+    }
+}
+
+impl UvDevice for cloister_emulate::se::EmulatedSe {
+    fn attest(
+        &self,
+        arcb: &[u8],
+        user_data: &[u8],
+        measurement_len: u32,
+        additional_len: u32,
+    ) -> Result<UvAttestation, String> {
+        let r = cloister_emulate::se::EmulatedSe::attest(self, arcb, user_data, measurement_len, additional_len)
+            .map_err(|e| format!("emulated UVIO_IOCTL_ATT failed: {e}"))?;
+        Ok(UvAttestation { measurement: r.measurement, additional_data: r.additional_data, config_uid: r.config_uid })
     }
 }
 

@@ -113,6 +113,9 @@ pub struct Broker {
     resource_policy: RwLock<Option<Compiled<Policy>>>,
     attestation_policies: RwLock<BTreeMap<String, Compiled<AttestationPolicy>>>,
     rng: SystemRandom,
+    /// Seals IBM SE request secrets into the challenge (key derived from the token signer, so
+    /// replicas sharing the signer verify each other's sessions).
+    se_sealer: Option<cloister_verifier::se::SeSecretSealer>,
     sessions: std::sync::atomic::AtomicUsize,
     /// Counters.
     pub metrics: Metrics,
@@ -151,6 +154,9 @@ impl Broker {
         let mut jwks = vec![signer.public_jwk().clone()];
         jwks.extend(settings.trusted_jwks.iter().cloned());
         let trusted = TrustedKeys { jwks, insecure_header_jwk: settings.insecure_header_jwk };
+        let mut seal_key = signer.derive_key(b"cloister-kbs/se-request-secrets/v1");
+        let se_sealer = cloister_verifier::se::SeSecretSealer::new(&seal_key).ok();
+        seal_key.fill(0);
         Self {
             store,
             verifiers,
@@ -161,6 +167,7 @@ impl Broker {
             resource_policy: RwLock::new(None),
             attestation_policies: RwLock::new(BTreeMap::new()),
             rng: SystemRandom::new(),
+            se_sealer,
             sessions: std::sync::atomic::AtomicUsize::new(0),
             metrics: Metrics::default(),
         }
@@ -205,18 +212,27 @@ impl Broker {
                 req.version
             )));
         }
-        if !matches!(req.tee, Tee::Snp | Tee::Tdx | Tee::Sample) {
-            return Err(KbsError::Attestation(format!(
-                "TEE {} is not supported by this key broker (snp, tdx, sample)",
-                req.tee
-            )));
-        }
-        let nonce = STANDARD.encode(self.random_bytes::<32>()?);
+        let (nonce, extra_params) = match req.tee {
+            Tee::Snp | Tee::Tdx | Tee::Sample => {
+                (STANDARD.encode(self.random_bytes::<32>()?), Value::String(String::new()))
+            }
+            // SE's challenge is a verifier-built attestation request, and its binding SHA-512.
+            Tee::Se => {
+                let sealer = self.se_sealer.as_ref().ok_or_else(|| KbsError::Internal("no SE sealing key".into()))?;
+                let request = self.verifiers.se_challenge(sealer).map_err(KbsError::Attestation)?;
+                (request, json!({"selected-hash-algorithm": "sha512"}))
+            }
+            other => {
+                return Err(KbsError::Attestation(format!(
+                    "TEE {other} is not supported by this key broker (snp, tdx, se, sample)"
+                )));
+            }
+        };
         let id = hex::encode(self.random_bytes::<16>()?);
         let expires = now + self.settings.session_lifetime;
         self.save_session(&id, &Session { tee: req.tee, nonce: nonce.clone(), expires, token: None })?;
         self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok((id, Challenge { nonce, extra_params: Value::String(String::new()) }, expires))
+        Ok((id, Challenge { nonce, extra_params }, expires))
     }
 
     fn attestation_policy(&self, id: &str) -> Result<Arc<AttestationPolicy>, KbsError> {
@@ -263,17 +279,21 @@ impl Broker {
             }
             None => None,
         };
-        let verified = self
-            .verifiers
-            .verify(session.tee, &att.tee_evidence.primary_evidence, now)
-            .map_err(KbsError::Attestation)?;
-        // Runtime-data binding: H(JCS({additional-evidence, nonce, tee-pubkey})) in report data.
+        // Runtime-data binding: H(JCS({additional-evidence, nonce, tee-pubkey})) in report data,
+        // H = SHA-512 for SE (its challenge's selected algorithm), SHA-384 otherwise.
         let digest = runtime_data_digest(
             &att.runtime_data.nonce,
             &att.runtime_data.tee_pubkey,
             &att.tee_evidence.additional_evidence,
-            HashAlgorithm::Sha384,
+            if session.tee == Tee::Se { HashAlgorithm::Sha512 } else { HashAlgorithm::Sha384 },
         );
+        let evidence = &att.tee_evidence.primary_evidence;
+        let verified = match (session.tee, &self.se_sealer) {
+            (Tee::Se, Some(sealer)) => self.verifiers.verify_se(evidence, &session.nonce, sealer, &digest),
+            (Tee::Se, None) => Err("no SE sealing key".into()),
+            (tee, _) => self.verifiers.verify(tee, evidence, now),
+        }
+        .map_err(KbsError::Attestation)?;
         let bound = match session.tee {
             Tee::Sample => verified.report_data == digest,
             _ => verified.report_data[..] == fit::<64>(&digest)[..],

@@ -169,6 +169,27 @@ pub struct VerifierConfig {
     pub tdx_collateral: Option<PathBuf>,
     /// Accept debuggable guests (off by default; named so because it weakens security).
     pub insecure_allow_debug: bool,
+    /// IBM Secure Execution (`[attestation_service.verifier.se]`); without it `se` is refused.
+    pub se: Option<SeConfig>,
+}
+
+/// `[attestation_service.verifier.se]`: the machines SE guests may run on, the chain their
+/// host-key documents are checked against, and the image the guests run.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeConfig {
+    /// Host-key documents (PEM or DER): attestation requests are encrypted to these hosts only.
+    pub host_key_documents: Vec<PathBuf>,
+    /// Intermediate CA and IBM Z host key signing key certificates (PEM, any number per file).
+    pub certs: Vec<PathBuf>,
+    /// Root certificates of IBM's chain (DigiCert); hosts under them give `se` evidence.
+    pub roots: Vec<PathBuf>,
+    /// Emulated roots (pinned by SHA-256); hosts under them give `emulated_se` evidence.
+    pub emulated_roots: Vec<EmulatedRoot>,
+    /// CRLs of the host key signing keys (PEM or DER).
+    pub crls: Vec<PathBuf>,
+    /// The SE header (`hdr.bin`, or the whole SE image) of the image guests run.
+    pub image_header: PathBuf,
 }
 
 /// An explicitly named root certificate.

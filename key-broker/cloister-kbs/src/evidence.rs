@@ -7,13 +7,22 @@
 //! * `tdx`: `{"quote": "<base64>", "cc_eventlog": "<base64>"?}` (trustee's field names).
 //! * `sample`: `{"svn": "1", "report_data": "<base64 of the digest>"}` (CoCo's fake TEE; no
 //!   signature, so its claims are labelled `sample` and the default policy denies them).
+//! * `se`: trustee's `SeAttestationResponse` JSON, answering the `SeAttestationRequest` that
+//!   was this session's challenge nonce ([`Verifiers::se_challenge`]). The request is encrypted
+//!   only to host-key documents that chain to a configured root; the host that answered decides
+//!   the label (`se`, or `emulated_se` under an emulated root).
 //!
 //! SNP evidence that chains to a configured emulated root is labelled `emulated_snp` (and TDX
 //! `emulated_tdx`); only the AMD/Intel roots produce `snp`/`tdx` claims.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use cloister_evidence::se::{AttestationFlags, BootHdrTags, SeAttestationRequest};
 use cloister_kbs_protocol::Tee;
+use cloister_verifier::se::hostkey::{HostKeyAuthority, HostKeyRoot, P521HostKeyWrap, pem_or_der_all};
+use cloister_verifier::se::{
+    SeReference, SeRequestSecrets, SeSecretSealer, build_arcb, parse_se_evidence, verify_se_response,
+};
 use cloister_verifier::snp::{
     CertSource, KDS_BASE_URL, KdsDirectory, KdsFetch, Product, SnpCertificates, SnpVerifier, TrustAnchors,
     VerifyOptions,
@@ -21,7 +30,7 @@ use cloister_verifier::snp::{
 use cloister_verifier::tdx::{TdxCollateral, TdxTrustAnchors, TdxVerifier, TdxVerifyOptions};
 use serde_json::{Value, json};
 
-use crate::config::VerifierConfig;
+use crate::config::{EmulatedRoot, SeConfig, VerifierConfig};
 use crate::error::ConfigError;
 
 /// What verified evidence says.
@@ -98,13 +107,83 @@ pub struct Verifiers {
     snp_fetch: Option<HttpKdsFetch>,
     tdx: (TdxVerifier, Option<TdxCollateral>),
     tdx_emulated: Vec<(TdxVerifier, Option<TdxCollateral>)>,
+    se: Option<SeSetup>,
     allow_debug: bool,
+}
+
+/// IBM SE: the verified host keys requests are encrypted to, and the image guests run.
+#[derive(Debug)]
+struct SeSetup {
+    wrap: P521HostKeyWrap,
+    reference: SeReference,
+    tags: BootHdrTags,
+}
+
+/// An emulated root's certificate, checked against its SHA-256 pin.
+fn pinned_root(r: &EmulatedRoot, what: &str) -> Result<Vec<u8>, ConfigError> {
+    let der = cloister_kbs_protocol::admin::pem_or_der(&read(&r.cert)?)
+        .map_err(|e| ConfigError::Invalid(format!("{what} {}: {e}", r.cert.display())))?
+        .to_vec();
+    let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
+    if !actual.eq_ignore_ascii_case(r.sha256.trim()) {
+        return Err(ConfigError::Invalid(format!("{what} {}: SHA-256 is {actual}", r.cert.display())));
+    }
+    Ok(der)
+}
+
+fn se_setup(c: &SeConfig, now: i64) -> Result<SeSetup, ConfigError> {
+    let invalid =
+        |p: &std::path::Path, e: &dyn std::fmt::Display| ConfigError::Invalid(format!("{}: {e}", p.display()));
+    let mut authority = HostKeyAuthority::new();
+    for p in &c.roots {
+        for der in pem_or_der_all(&read(p)?, "CERTIFICATE") {
+            authority = authority.with_root(&der, HostKeyRoot::Ibm).map_err(|e| invalid(p, &e))?;
+        }
+    }
+    for r in &c.emulated_roots {
+        let der = pinned_root(r, "emulated SE root")?;
+        authority = authority.with_root(&der, HostKeyRoot::Emulated).map_err(|e| invalid(&r.cert, &e))?;
+        tracing::warn!(root = %r.sha256, "EMULATED IBM SE root trusted: evidence under it proves nothing about hardware");
+    }
+    for p in &c.certs {
+        for der in pem_or_der_all(&read(p)?, "CERTIFICATE") {
+            authority = authority.with_cert(&der).map_err(|e| invalid(p, &e))?;
+        }
+    }
+    for p in &c.crls {
+        for der in pem_or_der_all(&read(p)?, "X509 CRL") {
+            authority = authority.with_crl(&der).map_err(|e| invalid(p, &e))?;
+        }
+    }
+    let mut hosts = Vec::new();
+    for p in &c.host_key_documents {
+        let docs = pem_or_der_all(&read(p)?, "CERTIFICATE");
+        let der = docs.first().ok_or_else(|| invalid(p, &"no certificate"))?;
+        hosts.push(authority.verify(der, now).map_err(|e| invalid(p, &e))?);
+    }
+    let wrap = P521HostKeyWrap::new(hosts).map_err(|e| ConfigError::Invalid(format!("[verifier.se] {e}")))?;
+    let hdr =
+        cloister_measure::se::parse_se_header(&read(&c.image_header)?).map_err(|e| invalid(&c.image_header, &e))?;
+    let mut reference = SeReference::from_header(&hdr);
+    for h in wrap.hosts() {
+        reference = reference.allow_attestation_phkh(cloister_measure::Sha256Digest(h.phkh()));
+    }
+    let tags = BootHdrTags::from_array(&hdr.boot_hdr_tags());
+    tracing::info!(hosts = wrap.hosts().len(), tag = %hex::encode(tags.tag), "IBM SE attestation configured");
+    Ok(SeSetup { wrap, reference, tags })
 }
 
 impl std::fmt::Debug for Verifiers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifiers").field("snp_roots", &self.snp.anchors().roots()).finish_non_exhaustive()
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
@@ -140,16 +219,7 @@ impl Verifiers {
         };
         let mut tdx_emulated = Vec::new();
         for r in &c.tdx_emulated_roots {
-            let der = cloister_kbs_protocol::admin::pem_or_der(&read(&r.cert)?)
-                .map_err(|e| ConfigError::Invalid(format!("emulated TDX root {}: {e}", r.cert.display())))?
-                .to_vec();
-            let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
-            if !actual.eq_ignore_ascii_case(r.sha256.trim()) {
-                return Err(ConfigError::Invalid(format!(
-                    "emulated TDX root {}: SHA-256 is {actual}",
-                    r.cert.display()
-                )));
-            }
+            let der = pinned_root(r, "emulated TDX root")?;
             let anchors = TdxTrustAnchors::empty().with_root(&der).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             let collateral = match &r.collateral {
                 Some(p) => Some(TdxCollateral::from_json(&read(p)?).map_err(|e| ConfigError::Invalid(e.to_string()))?),
@@ -164,7 +234,80 @@ impl Verifiers {
             snp_fetch: c.snp_kds_fetch.then(|| HttpKdsFetch::new(c.snp_kds_url.as_deref().unwrap_or(KDS_BASE_URL))),
             tdx: (TdxVerifier::new(TdxTrustAnchors::intel(), tdx_options()), tdx_collateral),
             tdx_emulated,
+            se: c.se.as_ref().map(|sc| se_setup(sc, unix_now())).transpose()?,
             allow_debug: c.insecure_allow_debug,
+        })
+    }
+
+    /// Whether IBM SE is configured.
+    pub fn has_se(&self) -> bool {
+        self.se.is_some()
+    }
+
+    /// A fresh SE attestation request (trustee's `SeAttestationRequest` JSON, the `/auth`
+    /// nonce): a new measurement key and nonce, encrypted to the configured host keys, and sealed
+    /// with `sealer` so that any replica holding the key can verify the answer.
+    pub fn se_challenge(&self, sealer: &SeSecretSealer) -> Result<String, String> {
+        let se = self
+            .se
+            .as_ref()
+            .ok_or("TEE se is not configured on this key broker ([attestation_service.verifier.se])")?;
+        let rng = ring::rand::SystemRandom::new();
+        let secrets = SeRequestSecrets::generate(AttestationFlags::TRUSTEE, &rng).map_err(|e| format!("se: {e}"))?;
+        let arcb = build_arcb(&secrets, &se.wrap, &rng).map_err(|e| format!("se: {e}"))?;
+        let (encr_measurement_key, encr_request_nonce) = sealer.seal(&secrets, &rng).map_err(|e| format!("se: {e}"))?;
+        let request = SeAttestationRequest {
+            request_blob: arcb,
+            measurement_size: secrets.measurement_size(),
+            additional_size: secrets.additional_size(),
+            encr_measurement_key,
+            encr_request_nonce,
+            image_hdr_tags: se.tags,
+            runtime_data_digest: None,
+        };
+        serde_json::to_string(&request).map_err(|e| format!("se: {e}"))
+    }
+
+    /// Verifies SE evidence answering `request_json` (the session's challenge), whose user data
+    /// must start with `expected_report_data`.
+    pub fn verify_se(
+        &self,
+        evidence: &Value,
+        request_json: &str,
+        sealer: &SeSecretSealer,
+        expected_report_data: &[u8],
+    ) -> Result<Verified, String> {
+        let se = self
+            .se
+            .as_ref()
+            .ok_or("TEE se is not configured on this key broker ([attestation_service.verifier.se])")?;
+        let request: SeAttestationRequest =
+            serde_json::from_str(request_json).map_err(|_| "se: this session's challenge is not an SE request")?;
+        let secrets = sealer
+            .unseal(&request.encr_measurement_key, &request.encr_request_nonce)
+            .map_err(|e| format!("se {}: {e}", e.check()))?;
+        let json = serde_json::to_vec(evidence).map_err(|e| format!("se: {e}"))?;
+        let response = parse_se_evidence(&json).map_err(|e| format!("se {}: {e}", e.check()))?;
+        if response.encr_measurement_key != request.encr_measurement_key
+            || response.encr_request_nonce != request.encr_request_nonce
+        {
+            return Err("se request: the evidence answers another attestation request than this session's".into());
+        }
+        let verified = verify_se_response(&response, &secrets, &se.reference, Some(expected_report_data))
+            .map_err(|e| format!("se {}: {e}", e.check()))?;
+        let host = verified
+            .additional
+            .attestation_phkh
+            .and_then(|p| se.wrap.hosts().iter().find(|h| h.phkh() == p))
+            .ok_or("se attestation_phkh: the answering host is not one the request was encrypted to")?;
+        Ok(Verified {
+            tee_key: match host.root() {
+                HostKeyRoot::Ibm => "se",
+                HostKeyRoot::Emulated => "emulated_se",
+            },
+            claims: verified.claims(),
+            report_data: verified.report_data().to_vec(),
+            config_field: Vec::new(),
         })
     }
 
@@ -189,7 +332,8 @@ impl Verifiers {
             }
             Tee::Snp => self.verify_snp(evidence, now),
             Tee::Tdx => self.verify_tdx(evidence, now),
-            other => Err(format!("TEE {other} is not supported by this key broker (snp, tdx, sample)")),
+            Tee::Se => Err("se evidence is verified against its session's request (Verifiers::verify_se)".into()),
+            other => Err(format!("TEE {other} is not supported by this key broker (snp, tdx, se, sample)")),
         }
     }
 

@@ -70,9 +70,19 @@ pub fn parse_message(body: &[u8]) -> Result<Vec<(String, Vec<Value>)>, KbsError>
 pub fn named_values(v: &Value) -> Result<Vec<(String, Vec<Value>)>, KbsError> {
     let obj = v.as_object().ok_or_else(|| KbsError::InvalidUpload("reference values must be a JSON object".into()))?;
     // `cloister measure --output json`: {"tee", "mode", "algorithm", "measurement", "inputs"}
-    // or `measure rtmr`: {"tee": "tdx", "rtmr": [..4]}.
+    // or `measure rtmr`: {"tee": "tdx", "rtmr": [..4]}, or `measure se-header`.
     if let Some(tee) = obj.get("tee").and_then(Value::as_str) {
         let mut out = Vec::new();
+        // `cloister measure se-header --output json`: trustee's SE names under reference_values.
+        if let Some(Value::Object(rv)) = obj.get("reference_values") {
+            for (name, val) in rv {
+                let values = match val {
+                    Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                };
+                out.push((name.clone(), values));
+            }
+        }
         if let Some(m) = obj.get("measurement").and_then(Value::as_str) {
             let name = match tee {
                 "snp" => "snp_launch_measurement",
@@ -92,7 +102,9 @@ pub fn named_values(v: &Value) -> Result<Vec<(String, Vec<Value>)>, KbsError> {
             }
         }
         if out.is_empty() {
-            return Err(KbsError::InvalidUpload("measurement JSON has no measurement or rtmr".into()));
+            return Err(KbsError::InvalidUpload(
+                "measurement JSON has no measurement, rtmr or reference_values".into(),
+            ));
         }
         return Ok(out);
     }

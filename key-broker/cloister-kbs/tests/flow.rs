@@ -470,3 +470,101 @@ async fn snp_certificates_fetched_from_kds_and_cached() {
     assert!(cache.join("Milan/vcek/cert_chain.pem").is_file());
     kbs.stop().await;
 }
+
+/// IBM SE with the emulated machine: the `/auth` challenge is an attestation request encrypted
+/// to the configured host-key document, the guest's Ultravisor answers it with the SHA-512
+/// runtime-data digest as user data, and the broker checks the answer against the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_se_answers_the_brokers_request() {
+    use cloister_emulate::se::EmulatedSe;
+    use cloister_kbs_client::SeAttester;
+    use cloister_kbs_protocol::{HashAlgorithm, TeeKeyPair, runtime_data_digest};
+    let dir = tempfile::tempdir().unwrap();
+    let se = Arc::new(EmulatedSe::generate().unwrap());
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let root_sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, se.root_der()));
+    let extra = format!(
+        "[attestation_service.verifier.se]\nhost_key_documents = [\"{}\"]\ncerts = [\"{}\"]\nimage_header = \"{}\"\n\
+         [[attestation_service.verifier.se.emulated_roots]]\ncert = \"{}\"\nsha256 = \"{root_sha}\"\n",
+        write("hkd.der", se.hkd_der()),
+        write("signing.der", se.signing_der()),
+        write("hdr.bin", se.header()),
+        write("root.der", se.root_der()),
+    );
+    let kbs = Kbs::start(dir.path(), &extra, false).await;
+    kbs.set_resource("app/key/se", b"se secret").await;
+
+    // Default policies: emulated SE evidence verifies but is never released.
+    let c = client(&kbs, Arc::new(SeAttester::emulated(se.clone())), TeeKeyKind::P256);
+    assert_eq!(refused(&c.get_resource("app/key/se").await.unwrap_err()).0, 403);
+
+    // The emulated policies and the image's tag as a reference value: released.
+    kbs.set_attestation_policy(builtin::ATTESTATION_EMULATED_CPU).await;
+    kbs.set_resource_policy(builtin::RESOURCE_EMULATED).await;
+    let tag = hex::encode(se.boot_hdr_tags().tag);
+    let refs = json!({"se.tag": [tag]}).to_string();
+    assert_eq!(kbs.admin_post("/kbs/v0/reference-value", refs).await.status(), 200);
+    let c = client(&kbs, Arc::new(SeAttester::emulated(se.clone())), TeeKeyKind::P256);
+    assert_eq!(&c.get_resource("app/key/se").await.unwrap()[..], b"se secret");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c.token().await.unwrap().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
+    assert_eq!(ev["emulated_se"]["se.tag"], tag, "{claims}");
+    assert_eq!(ev["emulated_se"]["se.attestation_phkh"], hex::encode(se.phkh()));
+    assert!(ev.get("se").is_none());
+
+    // A machine whose host key was not configured cannot open the request.
+    let other = Arc::new(EmulatedSe::generate().unwrap());
+    let c = client(&kbs, Arc::new(SeAttester::emulated(other)), TeeKeyKind::P256);
+    let e = c.get_resource("app/key/se").await.unwrap_err().to_string();
+    assert!(e.contains("no key slot for this host"), "{e}");
+
+    // By hand: the answer to one session's request, presented in another session.
+    let http = reqwest::Client::new();
+    let auth = |http: reqwest::Client, url: String| async move {
+        let r = http
+            .post(format!("{url}/kbs/v0/auth"))
+            .body(r#"{"version":"0.4.0","tee":"se","extra-params":""}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let challenge: Value = r.json().await.unwrap();
+        assert_eq!(challenge["extra-params"]["selected-hash-algorithm"], "sha512");
+        (cookie, challenge["nonce"].as_str().unwrap().to_owned())
+    };
+    let (_, nonce1) = auth(http.clone(), kbs.url.clone()).await;
+    let (cookie2, nonce2) = auth(http.clone(), kbs.url.clone()).await;
+    let key = TeeKeyPair::generate_p256();
+    let attester = SeAttester::emulated(se.clone());
+    let attest = |nonce: String, evidence: Value| {
+        let body = json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
+                          "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}});
+        http.post(format!("{}/kbs/v0/attest", kbs.url)).header("cookie", &cookie2).body(body.to_string()).send()
+    };
+    let digest2 = runtime_data_digest(&nonce2, key.public(), "", HashAlgorithm::Sha512);
+    let stale = attester.challenge_evidence(&nonce1, &digest2).unwrap();
+    let r = attest(nonce2.clone(), stale).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("answers another attestation request"), "{text}");
+    // The right request, but user data bound with SHA-384 instead of the challenge's SHA-512.
+    let digest384 = runtime_data_digest(&nonce2, key.public(), "", HashAlgorithm::Sha384);
+    let wrong_hash = attester.challenge_evidence(&nonce2, &digest384).unwrap();
+    let r = attest(nonce2.clone(), wrong_hash).await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("report_data"), "{text}");
+    // And the right answer is accepted in the same session.
+    let good = attester.challenge_evidence(&nonce2, &digest2).unwrap();
+    assert_eq!(attest(nonce2, good).await.unwrap().status(), 200);
+    kbs.stop().await;
+}

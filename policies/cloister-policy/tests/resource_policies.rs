@@ -34,7 +34,7 @@ fn default_policy() {
     assert!(decide("default", &token("tdx", "affirming"), &r));
     assert!(!decide("default", &token("snp", "warning"), &r), "not affirming");
     assert!(!decide("default", &token("snp", "contraindicated"), &r));
-    for tee in ["sample", "none", "emulated_snp", "emulated_tdx"] {
+    for tee in ["sample", "none", "emulated_snp", "emulated_tdx", "emulated_se"] {
         assert!(!decide("default", &token(tee, "affirming"), &r), "{tee} must be denied");
     }
     assert!(!decide("default", &json!({"submods": {}}), &r), "no submodules");

@@ -127,6 +127,22 @@ fn emulated_snp_secret_release_end_to_end() {
     );
     assert_eq!(ok(&get(&measurement, Some(&initdata)), "get-resource"), "db-password-42");
 
+    // 2b. The emulated IBM SE machine of the same `emulate init`: the broker's challenge is an
+    //     attestation request encrypted to its host-key document (from `kbs-config`), and the
+    //     image's tag comes from `cloister measure se-header`.
+    let se_refs = ok(
+        &run(Command::new(&cloister)
+            .args(["measure", "se-header", "--output", "json", "--image"])
+            .arg(d.join("platform").join("se-hdr.bin"))),
+        "measure se-header",
+    );
+    std::fs::write(d.join("se.json"), &se_refs).unwrap();
+    ok(&admin(&["set-reference-values", "--file", d.join("se.json").to_str().unwrap()]), "set SE reference values");
+    let mut c = kbs_cmd();
+    c.args(["get-resource", "--path", "app/db/password", "--tee", "emulated-se", "--emulated-dir"])
+        .arg(d.join("platform"));
+    assert_eq!(ok(&run(&mut c), "get-resource (emulated SE)"), "db-password-42");
+
     // 3. A wrong measurement: refused by policy, saying why.
     let wrong = "00".repeat(48);
     let o = get(&wrong, None);

@@ -131,16 +131,19 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
                 ProductArg::Turin => Product::Turin,
             };
             eprintln!(
-                "WARNING: generating EMULATED SEV-SNP and TDX platforms; their evidence proves nothing about hardware"
+                "WARNING: generating EMULATED SEV-SNP, TDX and IBM SE platforms; their evidence proves nothing about hardware"
             );
             let p = EmulatedSnp::generate(product)?;
             std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
             p.save(&a.dir)?;
             let tdx = cloister_emulate::tdx::EmulatedTdx::generate()?;
             tdx.save(&a.dir)?;
-            outln!("emulated {} platform and TDX platform in {}", product.name(), a.dir.display())?;
+            let se = cloister_emulate::se::EmulatedSe::generate()?;
+            se.save(&a.dir)?;
+            outln!("emulated {} platform, TDX platform and IBM SE machine in {}", product.name(), a.dir.display())?;
             outln!("ark sha256 {}", p.ark_sha256_hex())?;
             outln!("tdx root sha256 {}", tdx.root_sha256_hex())?;
+            outln!("se root sha256 {}", se.root_sha256_hex())?;
         }
         EmulateCmd::Report(a) => {
             let p = EmulatedSnp::load(&a.dir)?;
@@ -178,6 +181,18 @@ pub fn run(cmd: EmulateCmd) -> Result<()> {
                 outln!("cert = {:?}", a.dir.join("tdx-root.pem").display().to_string())?;
                 outln!("sha256 = \"{}\"", tdx.root_sha256_hex())?;
                 outln!("collateral = {:?}", collateral.display().to_string())?;
+            }
+            if cloister_emulate::se::EmulatedSe::exists(&a.dir) {
+                let se = cloister_emulate::se::EmulatedSe::load(&a.dir)?;
+                let path = |f: &str| a.dir.join(f).display().to_string();
+                outln!("# Encrypt SE attestation requests to the EMULATED IBM Z machine (development only).")?;
+                outln!("[attestation_service.verifier.se]")?;
+                outln!("host_key_documents = [{:?}]", path("se-hkd.crt"))?;
+                outln!("certs = [{:?}]", path("se-signing.crt"))?;
+                outln!("image_header = {:?}", path("se-hdr.bin"))?;
+                outln!("[[attestation_service.verifier.se.emulated_roots]]")?;
+                outln!("cert = {:?}", path("se-root.crt"))?;
+                outln!("sha256 = \"{}\"", se.root_sha256_hex())?;
             }
         }
     }

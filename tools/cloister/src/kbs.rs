@@ -68,6 +68,11 @@ enum TeeArg {
     /// The emulated TDX platform of `cloister emulate init`, in process: --measurement is MRTD,
     /// the initdata digest MRCONFIGID (proves nothing about hardware).
     EmulatedTdx,
+    /// IBM Secure Execution: /dev/uv answers the key broker's attestation request.
+    Se,
+    /// The emulated IBM SE machine of `cloister emulate init`, in process (proves nothing about
+    /// hardware).
+    EmulatedSe,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -260,6 +265,13 @@ pub(crate) fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsC
         TeeArg::Sample => Arc::new(SampleAttester),
         TeeArg::Auto => cloister_kbs_client::detect_attester()?,
         TeeArg::Snp | TeeArg::Tdx => hardware_attester(a)?,
+        TeeArg::Se => Arc::new(cloister_kbs_client::SeAttester::detect()?),
+        TeeArg::EmulatedSe => {
+            let dir = a.emulated_dir.as_ref().context("--tee emulated-se needs --emulated-dir")?;
+            let platform = cloister_emulate::se::EmulatedSe::load(dir)?;
+            eprintln!("WARNING: emulated IBM SE evidence proves nothing about hardware");
+            Arc::new(cloister_kbs_client::SeAttester::emulated(Arc::new(platform)))
+        }
         TeeArg::EmulatedTdx => {
             let dir = a.emulated_dir.as_ref().context("--tee emulated-tdx needs --emulated-dir")?;
             let platform = cloister_emulate::tdx::EmulatedTdx::load(dir)?;

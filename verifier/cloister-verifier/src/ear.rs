@@ -305,6 +305,16 @@ pub struct EarSigner {
     key: EcdsaKeyPair,
     jwk: Value,
     rng: SystemRandom,
+    /// HMAC-SHA256 of a fixed label under the PKCS#8 document: the root of
+    /// [`EarSigner::derive_key`].
+    derive_root: [u8; 32],
+}
+
+impl Drop for EarSigner {
+    fn drop(&mut self) {
+        self.derive_root.fill(0);
+        std::hint::black_box(&self.derive_root);
+    }
 }
 
 impl std::fmt::Debug for EarSigner {
@@ -353,7 +363,21 @@ impl EarSigner {
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
             .map_err(|_| EarError::Key("not a PKCS#8 P-256 private key"))?;
         let jwk = p256_jwk(key.public_key().as_ref()).ok_or(EarError::Key("unexpected public key encoding"))?;
-        Ok(EarSigner { key, jwk, rng })
+        let root =
+            ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, pkcs8), b"cloister/ear-signer/derive/v1");
+        let mut derive_root = [0u8; 32];
+        derive_root.copy_from_slice(root.as_ref());
+        Ok(EarSigner { key, jwk, rng, derive_root })
+    }
+
+    /// A 32-byte symmetric key for `label`, derived from the signing key: every replica that
+    /// shares the signing key derives the same key (used to seal state the broker hands out and
+    /// must read back, such as IBM SE request secrets). Different labels give independent keys.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.derive_root), label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     /// The public key as a JWK (what verifiers trust).

@@ -154,12 +154,10 @@ pub fn pem_or_der_all(bytes: &[u8], label: &str) -> Vec<Vec<u8>> {
 
 fn parse_cert<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, HostKeyError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
-        Ok(_) => Err(HostKeyError::Parse {
-            what: what.to_owned(),
-            kind: "certificate",
-            detail: "trailing bytes".into(),
-        }),
+        Ok(([], c)) => Ok(c),
+        Ok(_) => {
+            Err(HostKeyError::Parse { what: what.to_owned(), kind: "certificate", detail: "trailing bytes".into() })
+        }
         Err(e) => Err(HostKeyError::Parse { what: what.to_owned(), kind: "certificate", detail: e.to_string() }),
     }
 }
@@ -184,8 +182,7 @@ fn verification_algorithm(
     use oid_registry::*;
     let a = &sig_alg.algorithm;
     if let Some(curve) = curve_of(signer) {
-        let (p256, p384, p521) =
-            (curve == OID_EC_P256, curve == OID_NIST_EC_P384, curve == OID_NIST_EC_P521);
+        let (p256, p384, p521) = (curve == OID_EC_P256, curve == OID_NIST_EC_P384, curve == OID_NIST_EC_P521);
         let alg: &'static dyn VerificationAlgorithm = match () {
             _ if *a == OID_SIG_ECDSA_WITH_SHA256 && p256 => &signature::ECDSA_P256_SHA256_ASN1,
             _ if *a == OID_SIG_ECDSA_WITH_SHA384 && p256 => &signature::ECDSA_P256_SHA384_ASN1,
@@ -426,11 +423,8 @@ impl HostKeyAuthority {
 
         let certs: Vec<X509Certificate<'_>> =
             self.certs.iter().map(|d| parse_cert("intermediate", d)).collect::<Result<_, _>>()?;
-        let roots: Vec<(X509Certificate<'_>, HostKeyRoot)> = self
-            .roots
-            .iter()
-            .map(|(d, k)| parse_cert("root", d).map(|c| (c, *k)))
-            .collect::<Result<_, _>>()?;
+        let roots: Vec<(X509Certificate<'_>, HostKeyRoot)> =
+            self.roots.iter().map(|(d, k)| parse_cert("root", d).map(|c| (c, *k))).collect::<Result<_, _>>()?;
 
         // The HKD's issuer: a host key signing key (not necessarily a CA).
         let mut signer = None;
@@ -473,7 +467,12 @@ impl HostKeyAuthority {
         Err(HostKeyError::ChainTooLong { subject })
     }
 
-    fn check_crls(&self, hkd: &X509Certificate<'_>, signer: &X509Certificate<'_>, now: i64) -> Result<(), HostKeyError> {
+    fn check_crls(
+        &self,
+        hkd: &X509Certificate<'_>,
+        signer: &X509Certificate<'_>,
+        now: i64,
+    ) -> Result<(), HostKeyError> {
         let issuer = signer.subject().to_string();
         for der in &self.crls {
             let Ok((_, crl)) = CertificateRevocationList::from_der(der) else { continue };
