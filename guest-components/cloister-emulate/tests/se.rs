@@ -165,3 +165,28 @@ fn malformed_requests_are_refused() {
     assert!(e.contains("authentication failed"), "{e}");
     assert!(matches!(P521HostKeyWrap::new(Vec::new()), Err(HostKeyError::NoHosts)));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any bytes, and the real HKD with any byte changed, are refused or accepted without a
+    /// panic; a changed byte is never accepted as a different host.
+    #[test]
+    fn host_key_documents_never_panic(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        at in 0usize..4096,
+        xor in 1u8..=255,
+    ) {
+        let se = emulated();
+        let a = authority(se);
+        let _ = a.verify(&data, now());
+        let mut hkd = se.hkd_der().to_vec();
+        let i = at % hkd.len();
+        hkd[i] ^= xor;
+        if let Ok(k) = a.verify(&hkd, now()) {
+            // Only bytes outside what the signature covers (the outer framing) may change.
+            proptest::prop_assert_eq!(k.phkh(), se.phkh());
+        }
+        let _ = se.attest(&data, &[], 64, 64);
+    }
+}

@@ -212,8 +212,8 @@ impl KbsClient {
         let base = url.trim_end_matches('/').to_owned();
         let http = http_client(&base, &opts.trust, opts.timeout)?;
         let key = match opts.key {
-            TeeKeyKind::P256 => TeeKeyPair::generate_p256(),
-            TeeKeyKind::P521 => TeeKeyPair::generate_p521(),
+            TeeKeyKind::P256 => TeeKeyPair::generate_p256()?,
+            TeeKeyKind::P521 => TeeKeyPair::generate_p521()?,
             TeeKeyKind::Rsa2048 => TeeKeyPair::generate_rsa(2048)?,
         };
         Ok(Self { http, base, attester, key, opts, token: Mutex::new(None) })

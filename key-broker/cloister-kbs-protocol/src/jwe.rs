@@ -205,21 +205,25 @@ fn ecdh_p256(rng: &SystemRandom, x: &[u8], y: &[u8]) -> Result<Agreed, JweError>
 }
 
 fn ecdh_p521(x: &[u8], y: &[u8]) -> Result<Agreed, JweError> {
-    use p521::elliptic_curve::sec1::ToEncodedPoint;
     if x.len() != 66 || y.len() != 66 {
         return Err(JweError::InvalidKey("P-521 coordinates must be 66 bytes"));
     }
-    let peer = p521::PublicKey::from_sec1_bytes(&[&[4u8][..], x, y].concat())
-        .map_err(|_| JweError::InvalidKey("P-521 point not on the curve"))?;
-    let eph = p521::ecdh::EphemeralSecret::random(&mut rand_core::OsRng);
-    let epk = eph.public_key().to_encoded_point(false).as_bytes().to_vec();
-    let shared = eph.diffie_hellman(&peer);
-    Ok((Zeroizing::new(shared.raw_secret_bytes().to_vec()), epk))
+    let peer = [&[4u8][..], x, y].concat();
+    let eph = aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::ECDH_P521)
+        .map_err(|_| JweError::Crypto("P-521 key generation"))?;
+    let epk = eph.compute_public_key().map_err(|_| JweError::Crypto("P-521 public key"))?.as_ref().to_vec();
+    let z = aws_lc_rs::agreement::agree(
+        &eph,
+        aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::ECDH_P521, &peer),
+        JweError::InvalidKey("P-521 point not on the curve"),
+        |z| Ok(Zeroizing::new(z.to_vec())),
+    )?;
+    Ok((z, epk))
 }
 
 enum KeyInner {
-    P256(p256::SecretKey),
-    P521(p521::SecretKey),
+    /// P-256 or P-521 (aws-lc-rs: the private scalar is cleared when the key is freed).
+    Ec(aws_lc_rs::agreement::PrivateKey),
     Rsa(Box<RsaPrivateKey>),
 }
 
@@ -236,32 +240,30 @@ impl std::fmt::Debug for TeeKeyPair {
 }
 
 impl TeeKeyPair {
-    /// A fresh EC P-256 key (`ECDH-ES+A256KW`), the CoCo guest default.
-    pub fn generate_p256() -> Self {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        let sk = p256::SecretKey::random(&mut rand_core::OsRng);
-        let pt = sk.public_key().to_encoded_point(false);
+    fn generate_ec(alg: &'static aws_lc_rs::agreement::Algorithm, crv: &str, n: usize) -> Result<Self, JweError> {
+        let sk = aws_lc_rs::agreement::PrivateKey::generate(alg).map_err(|_| JweError::Crypto("EC key generation"))?;
+        let pt = sk.compute_public_key().map_err(|_| JweError::Crypto("EC public key"))?;
+        let pt = pt.as_ref();
+        if pt.len() != 1 + 2 * n || pt[0] != 4 {
+            return Err(JweError::Crypto("unexpected EC public key encoding"));
+        }
         let public = TeePubKey::Ec {
-            crv: "P-256".into(),
+            crv: crv.into(),
             alg: ECDH_ES_A256KW.into(),
-            x: B64URL.encode(pt.x().map(|c| &c[..]).unwrap_or_default()),
-            y: B64URL.encode(pt.y().map(|c| &c[..]).unwrap_or_default()),
+            x: B64URL.encode(&pt[1..=n]),
+            y: B64URL.encode(&pt[1 + n..]),
         };
-        Self { inner: KeyInner::P256(sk), public }
+        Ok(Self { inner: KeyInner::Ec(sk), public })
+    }
+
+    /// A fresh EC P-256 key (`ECDH-ES+A256KW`), the CoCo guest default.
+    pub fn generate_p256() -> Result<Self, JweError> {
+        Self::generate_ec(&aws_lc_rs::agreement::ECDH_P256, "P-256", 32)
     }
 
     /// A fresh EC P-521 key (`ECDH-ES+A256KW`).
-    pub fn generate_p521() -> Self {
-        use p521::elliptic_curve::sec1::ToEncodedPoint;
-        let sk = p521::SecretKey::random(&mut rand_core::OsRng);
-        let pt = sk.public_key().to_encoded_point(false);
-        let public = TeePubKey::Ec {
-            crv: "P-521".into(),
-            alg: ECDH_ES_A256KW.into(),
-            x: B64URL.encode(pt.x().map(|c| &c[..]).unwrap_or_default()),
-            y: B64URL.encode(pt.y().map(|c| &c[..]).unwrap_or_default()),
-        };
-        Self { inner: KeyInner::P521(sk), public }
+    pub fn generate_p521() -> Result<Self, JweError> {
+        Self::generate_ec(&aws_lc_rs::agreement::ECDH_P521, "P-521", 66)
     }
 
     /// A fresh RSA key (`RSA-OAEP-256`) of `bits` bits (2048 or more).
@@ -296,7 +298,7 @@ impl TeeKeyPair {
         }
         let encrypted_key = b64d("encrypted_key", &jwe.encrypted_key)?;
         let cek: Zeroizing<[u8; 32]> = match &self.inner {
-            KeyInner::P256(_) | KeyInner::P521(_) => {
+            KeyInner::Ec(sk) => {
                 if alg != ECDH_ES_A256KW {
                     return Err(JweError::AlgorithmMismatch { got: alg.into(), want: ECDH_ES_A256KW });
                 }
@@ -308,21 +310,13 @@ impl TeeKeyPair {
                 };
                 let (x, y) = (coord("x")?, coord("y")?);
                 let point = [&[4u8][..], &x, &y].concat();
-                let z: Zeroizing<Vec<u8>> = match &self.inner {
-                    KeyInner::P256(sk) => {
-                        let pk = p256::PublicKey::from_sec1_bytes(&point)
-                            .map_err(|_| JweError::InvalidKey("epk is not a P-256 point"))?;
-                        let s = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
-                        Zeroizing::new(s.raw_secret_bytes().to_vec())
-                    }
-                    KeyInner::P521(sk) => {
-                        let pk = p521::PublicKey::from_sec1_bytes(&point)
-                            .map_err(|_| JweError::InvalidKey("epk is not a P-521 point"))?;
-                        let s = p521::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
-                        Zeroizing::new(s.raw_secret_bytes().to_vec())
-                    }
-                    KeyInner::Rsa(_) => return Err(JweError::Crypto("unreachable key kind")),
-                };
+                // aws-lc-rs checks that the point is on this key's curve.
+                let z = aws_lc_rs::agreement::agree(
+                    sk,
+                    aws_lc_rs::agreement::UnparsedPublicKey::new(sk.algorithm(), &point),
+                    JweError::InvalidKey("epk is not a point on the TEE key's curve"),
+                    |z| Ok(Zeroizing::new(z.to_vec())),
+                )?;
                 let kek = concat_kdf_256(&z, ECDH_ES_A256KW, &[], &[]);
                 unwrap_key(&kek, &encrypted_key)?
             }
@@ -412,7 +406,7 @@ mod tests {
     #[test]
     fn round_trip_every_key_type() {
         let rsa = TeeKeyPair::generate_rsa(2048).unwrap();
-        for kp in [TeeKeyPair::generate_p256(), TeeKeyPair::generate_p521(), rsa] {
+        for kp in [TeeKeyPair::generate_p256().unwrap(), TeeKeyPair::generate_p521().unwrap(), rsa] {
             for msg in [&b""[..], b"x", &[7u8; 5000]] {
                 let jwe = encrypt(kp.public(), msg).unwrap();
                 assert_eq!(&kp.decrypt(&jwe).unwrap()[..], msg);
@@ -425,8 +419,8 @@ mod tests {
 
     #[test]
     fn wrong_key_and_tampering_fail() {
-        let a = TeeKeyPair::generate_p256();
-        let b = TeeKeyPair::generate_p256();
+        let a = TeeKeyPair::generate_p256().unwrap();
+        let b = TeeKeyPair::generate_p256().unwrap();
         let jwe = encrypt(a.public(), b"secret").unwrap();
         assert_eq!(b.decrypt(&jwe), Err(JweError::KeyUnwrap));
         let mut t = jwe.clone();

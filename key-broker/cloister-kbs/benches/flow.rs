@@ -294,7 +294,7 @@ fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &
                 let r = http.post(format!("{url}/kbs/v0/auth")).body(AUTH_BODY).send().await.unwrap();
                 let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
                 let nonce = r.json::<Value>().await.unwrap()["nonce"].as_str().unwrap().to_owned();
-                let key = TeeKeyPair::generate_p256();
+                let key = TeeKeyPair::generate_p256().unwrap();
                 let body = attest_body(&nonce, &key, attester);
                 (cookie, body)
             })
@@ -310,7 +310,7 @@ fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &
     );
     println!("  POST /attest (evidence ready)             {}", us(attest_http));
     let key_gen = median_of(n * 4, || {
-        black_box(TeeKeyPair::generate_p256());
+        black_box(TeeKeyPair::generate_p256().unwrap());
     });
     let client_new = median_of(n, || {
         black_box(client(url, attester));
@@ -336,7 +336,7 @@ fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &
         n,
         || {
             let (id, ch, _) = broker.auth(AUTH_BODY.as_bytes(), now()).unwrap();
-            let key = TeeKeyPair::generate_p256();
+            let key = TeeKeyPair::generate_p256().unwrap();
             let body = attest_body(&ch.nonce, &key, attester);
             (id, body, key)
         },

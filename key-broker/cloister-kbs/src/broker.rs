@@ -638,7 +638,7 @@ mod tests {
     #[test]
     fn sessions_and_tokens_expire() {
         let b = broker();
-        let key = TeeKeyPair::generate_p256();
+        let key = TeeKeyPair::generate_p256().unwrap();
         let (id, ch, exp) = b.auth(AUTH, 1_000).unwrap();
         assert_eq!(exp, 1_300);
         assert!(matches!(b.attest(&id, &attestation(&ch.nonce, &key), 1_300), Err(KbsError::SessionExpired(0))));
@@ -684,7 +684,7 @@ mod tests {
             tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || w.clone()).finish();
         tracing::subscriber::with_default(sub, || {
             let b = broker();
-            let key = TeeKeyPair::generate_p256();
+            let key = TeeKeyPair::generate_p256().unwrap();
             let secret = b"SECRET-7f3a9c-DO-NOT-LOG";
             let path = ResourcePath::parse("app/key/1").unwrap();
             b.set_resource(&path, secret).unwrap();

@@ -190,7 +190,7 @@ async fn protocol_refusals_are_specific() {
     };
     let (cookie_a, _nonce_a) = auth(http.clone()).await;
     let (_cookie_b, nonce_b) = auth(http.clone()).await;
-    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256();
+    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256().unwrap();
     let attest_body = |nonce: &str| {
         let d = cloister_kbs_protocol::runtime_data_digest(
             nonce,
@@ -319,7 +319,7 @@ async fn two_replicas_share_sessions_through_the_store() {
         .unwrap();
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     let nonce = r.json::<Value>().await.unwrap()["nonce"].as_str().unwrap().to_owned();
-    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256();
+    let key = cloister_kbs_protocol::TeeKeyPair::generate_p256().unwrap();
     let d = cloister_kbs_protocol::runtime_data_digest(
         &nonce,
         key.public(),
@@ -544,7 +544,7 @@ async fn emulated_se_answers_the_brokers_request() {
     };
     let (_, nonce1) = auth(http.clone(), kbs.url.clone()).await;
     let (cookie2, nonce2) = auth(http.clone(), kbs.url.clone()).await;
-    let key = TeeKeyPair::generate_p256();
+    let key = TeeKeyPair::generate_p256().unwrap();
     let attester = SeAttester::emulated(se.clone());
     let attest = |nonce: String, evidence: Value| {
         let body = json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},

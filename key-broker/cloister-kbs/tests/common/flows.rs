@@ -57,7 +57,7 @@ pub async fn flow(
     let r = expect_ok(r, "auth").await?;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     let nonce = r.json::<Value>().await.map_err(|e| e.to_string())?["nonce"].as_str().unwrap().to_owned();
-    let key = TeeKeyPair::generate_p256();
+    let key = TeeKeyPair::generate_p256().unwrap();
     let digest = runtime_data_digest(&nonce, key.public(), "", HashAlgorithm::Sha384);
     let evidence = att.evidence(&digest).map_err(|e| e.to_string())?;
     let body = json!({"init-data": null, "runtime-data": {"nonce": nonce, "tee-pubkey": key.public()},
