@@ -25,6 +25,16 @@ pub enum AttesterError {
     },
 }
 
+/// Opens a guest device (`/dev/sev-guest`, `/dev/tdx_guest`, `/dev/uv`) read-write; a failure
+/// names the device and the TEE.
+pub(crate) fn open_device(path: &std::path::Path, tee: &'static str) -> Result<std::fs::File, AttesterError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| AttesterError::Platform { tee, detail: format!("cannot open {}: {e}", path.display()) })
+}
+
 /// Produces evidence for report data (the runtime-data digest, zero-padded to 64 bytes for
 /// hardware TEEs).
 pub trait Attester: Send + Sync {

@@ -62,10 +62,7 @@ pub struct DevSevGuest(std::fs::File);
 impl DevSevGuest {
     /// Opens the device.
     pub fn open(path: &Path) -> Result<Self, AttesterError> {
-        std::fs::OpenOptions::new().read(true).write(true).open(path).map(Self).map_err(|e| AttesterError::Platform {
-            tee: "sev-guest",
-            detail: format!("cannot open {}: {e}", path.display()),
-        })
+        crate::attester::open_device(path, "sev-guest").map(Self)
     }
 }
 

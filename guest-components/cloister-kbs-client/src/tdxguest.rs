@@ -47,12 +47,7 @@ pub struct DevTdxGuest(std::fs::File);
 impl DevTdxGuest {
     /// Opens the device read-write.
     pub fn open(path: &Path) -> Result<Self, AttesterError> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map(Self)
-            .map_err(|e| platform(format!("cannot open {}: {e}", path.display())))
+        crate::attester::open_device(path, "tdx-guest").map(Self)
     }
 }
 

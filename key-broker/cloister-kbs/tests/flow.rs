@@ -22,6 +22,15 @@ fn client(kbs: &Kbs, attester: Arc<dyn Attester>, key: TeeKeyKind) -> KbsClient 
     KbsClient::new(&kbs.url, attester, ClientOptions { key, ..ClientOptions::default() }).unwrap()
 }
 
+/// The claims of the client's cached token.
+async fn token_claims(c: &KbsClient) -> Value {
+    let token = c.token().await.unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap(),
+    )
+    .unwrap()
+}
+
 fn refused(e: &ClientError) -> (u16, String, String) {
     match e {
         ClientError::Refused { status, kind, detail } => (*status, kind.clone(), detail.clone()),
@@ -73,11 +82,7 @@ async fn emulated_snp_released_only_with_trusted_root_and_matching_measurement()
     let good = EmulatedSnpAttester::new(platform(), MEASUREMENT, [0; 32]);
     let c = client(&kbs, Arc::new(good), TeeKeyKind::P256);
     assert_eq!(&c.get_resource("app/key/1").await.unwrap()[..], b"emulated secret\x00\xff");
-    let token = c.token().await.unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap(),
-    )
-    .unwrap();
+    let claims = token_claims(&c).await;
     let sub = &claims["submods"]["cpu0"];
     assert_eq!(sub["ear.status"], "affirming");
     assert_eq!(sub["ear.veraison.annotated-evidence"]["emulated_snp"]["measurement"], hex::encode(MEASUREMENT));
@@ -398,12 +403,7 @@ async fn emulated_tdx_through_the_same_checks() {
     kbs.set_resource("app/key/tdx", b"tdx secret").await;
     let c = client(&kbs, Arc::new(EmulatedTdxAttester::new(tdx.clone(), mr_td, [0; 48])), TeeKeyKind::P256);
     assert_eq!(&c.get_resource("app/key/tdx").await.unwrap()[..], b"tdx secret");
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(c.token().await.unwrap().split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = token_claims(&c).await;
     let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
     assert_eq!(ev["emulated_tdx"]["mr_td"], hex::encode(mr_td));
     assert!(ev.get("tdx").is_none());
@@ -510,12 +510,7 @@ async fn emulated_se_answers_the_brokers_request() {
     assert_eq!(kbs.admin_post("/kbs/v0/reference-value", refs).await.status(), 200);
     let c = client(&kbs, Arc::new(SeAttester::emulated(se.clone())), TeeKeyKind::P256);
     assert_eq!(&c.get_resource("app/key/se").await.unwrap()[..], b"se secret");
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(c.token().await.unwrap().split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = token_claims(&c).await;
     let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
     assert_eq!(ev["emulated_se"]["se.tag"], tag, "{claims}");
     assert_eq!(ev["emulated_se"]["se.attestation_phkh"], hex::encode(se.phkh()));
