@@ -20,14 +20,13 @@ use base64::engine::general_purpose::STANDARD;
 use cloister_evidence::se::{AttestationFlags, BootHdrTags, SeAttestationRequest};
 use cloister_kbs_protocol::Tee;
 use cloister_verifier::se::hostkey::{HostKeyAuthority, HostKeyRoot, P521HostKeyWrap, pem_or_der_all};
-use cloister_verifier::se::{
-    SeReference, SeRequestSecrets, SeSecretSealer, build_arcb, parse_se_evidence, verify_se_response,
-};
+use cloister_verifier::se::{SeReference, SeRequestSecrets, SeSecretSealer, build_arcb, verify_se_response};
 use cloister_verifier::snp::{
     CertSource, KDS_BASE_URL, KdsDirectory, KdsFetch, Product, SnpCertificates, SnpVerifier, TrustAnchors,
     VerifyOptions,
 };
 use cloister_verifier::tdx::{TdxCollateral, TdxTrustAnchors, TdxVerifier, TdxVerifyOptions};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::config::{EmulatedRoot, SeConfig, VerifierConfig};
@@ -286,8 +285,9 @@ impl Verifiers {
         let secrets = sealer
             .unseal(&request.encr_measurement_key, &request.encr_request_nonce)
             .map_err(|e| format!("se {}: {e}", e.check()))?;
-        let json = serde_json::to_vec(evidence).map_err(|e| format!("se: {e}"))?;
-        let response = parse_se_evidence(&json).map_err(|e| format!("se {}: {e}", e.check()))?;
+        // Already parsed JSON (bounded by the body limit): converted without re-serialising.
+        let response = cloister_evidence::se::SeAttestationResponse::deserialize(evidence)
+            .map_err(|e| format!("se evidence: {e}"))?;
         if response.encr_measurement_key != request.encr_measurement_key
             || response.encr_request_nonce != request.encr_request_nonce
         {

@@ -31,6 +31,17 @@ async fn token_claims(c: &KbsClient) -> Value {
     .unwrap()
 }
 
+/// `POST /kbs/v0/auth` for `tee`: the session cookie and the challenge.
+async fn auth(http: &reqwest::Client, url: &str, tee: &str) -> (String, Value) {
+    let body = json!({"version": "0.4.0", "tee": tee, "extra-params": ""}).to_string();
+    let r = http.post(format!("{url}/kbs/v0/auth")).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("Expires="));
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    (cookie, r.json().await.unwrap())
+}
+
 fn refused(e: &ClientError) -> (u16, String, String) {
     match e {
         ClientError::Refused { status, kind, detail } => (*status, kind.clone(), detail.clone()),
@@ -179,22 +190,10 @@ async fn protocol_refusals_are_specific() {
     assert_eq!(r.status(), 400);
 
     // A foreign nonce: session A's cookie with session B's nonce.
-    let auth = |http: reqwest::Client| async move {
-        let r = http
-            .post(format!("{url}/kbs/v0/auth"))
-            .body(r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-        assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Expires="));
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(v["extra-params"], "");
-        (cookie, v["nonce"].as_str().unwrap().to_owned())
-    };
-    let (cookie_a, _nonce_a) = auth(http.clone()).await;
-    let (_cookie_b, nonce_b) = auth(http.clone()).await;
+    let (cookie_a, _) = auth(&http, url, "sample").await;
+    let (_cookie_b, challenge_b) = auth(&http, url, "sample").await;
+    assert_eq!(challenge_b["extra-params"], "");
+    let nonce_b = challenge_b["nonce"].as_str().unwrap().to_owned();
     let key = cloister_kbs_protocol::TeeKeyPair::generate_p256().unwrap();
     let attest_body = |nonce: &str| {
         let d = cloister_kbs_protocol::runtime_data_digest(
@@ -524,21 +523,11 @@ async fn emulated_se_answers_the_brokers_request() {
 
     // By hand: the answer to one session's request, presented in another session.
     let http = reqwest::Client::new();
-    let auth = |http: reqwest::Client, url: String| async move {
-        let r = http
-            .post(format!("{url}/kbs/v0/auth"))
-            .body(r#"{"version":"0.4.0","tee":"se","extra-params":""}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-        let challenge: Value = r.json().await.unwrap();
-        assert_eq!(challenge["extra-params"]["selected-hash-algorithm"], "sha512");
-        (cookie, challenge["nonce"].as_str().unwrap().to_owned())
-    };
-    let (_, nonce1) = auth(http.clone(), kbs.url.clone()).await;
-    let (cookie2, nonce2) = auth(http.clone(), kbs.url.clone()).await;
+    let (_, ch1) = auth(&http, &kbs.url, "se").await;
+    let (cookie2, ch2) = auth(&http, &kbs.url, "se").await;
+    assert_eq!(ch2["extra-params"]["selected-hash-algorithm"], "sha512");
+    let nonce1 = ch1["nonce"].as_str().unwrap().to_owned();
+    let nonce2 = ch2["nonce"].as_str().unwrap().to_owned();
     let key = TeeKeyPair::generate_p256().unwrap();
     let attester = SeAttester::emulated(se.clone());
     let attest = |nonce: String, evidence: Value| {
@@ -556,6 +545,7 @@ async fn emulated_se_answers_the_brokers_request() {
     let digest384 = runtime_data_digest(&nonce2, key.public(), "", HashAlgorithm::Sha384);
     let wrong_hash = attester.challenge_evidence(&nonce2, &digest384).unwrap();
     let r = attest(nonce2.clone(), wrong_hash).await.unwrap();
+    assert_eq!(r.status(), 401);
     let text = r.text().await.unwrap();
     assert!(text.contains("report_data"), "{text}");
     // And the right answer is accepted in the same session.
