@@ -54,21 +54,21 @@
 //! chain measured on a 2-core machine with the workspace's optimised dependencies (the prime search
 //! varies; allow a minute), many times longer if dependencies are built without optimisation. Generate once and [`save`](EmulatedSnp::save)/[`load`](EmulatedSnp::load) (loading
 //! takes milliseconds); tests should share one instance per product (e.g. a `OnceLock`). A report
-//! costs one ECDSA P-384 signature with `ring` (about half a millisecond; the p384 crate took twice
-//! as long).
+//! costs one ECDSA P-384 signature with aws-lc-rs (ring took about half a millisecond on a 2-core
+//! machine, the p384 crate twice that).
 
 use std::fmt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use cloister_evidence::snp::{
     AttestationReport, ChipId, Cpuid, FamilyId, FirmwareVersion, GuestPolicy, HostData, ImageId, KeyDigest, KeyInfo,
     Measurement, PlatformInfo, Product, ReportData, ReportFields, ReportId, ReportSignature,
     SIG_ALGO_ECDSA_P384_SHA384, SIGNED_LEN, SigningKey, TcbLayout, TcbParts, TcbVersion,
 };
 use rand_core::{OsRng, RngCore};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use rsa::pkcs1::EncodeRsaPublicKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::pss::BlindedSigningKey;
@@ -181,9 +181,9 @@ pub struct EmulatedSnp {
     ark_key: RsaPrivateKey,
     ask_key: RsaPrivateKey,
     vcek_key: p384::ecdsa::SigningKey,
-    /// The same VCEK key as a `ring` signing key: reports are signed with it (about twice as
-    /// fast as the p384 crate's signing; both give ECDSA P-384/SHA-384, `ring` with a fresh
-    /// random nonce per signature).
+    /// The same VCEK key as an aws-lc-rs signing key: reports are signed with it (ECDSA
+    /// P-384/SHA-384 with a fresh random nonce per signature; faster than `ring` and the p384
+    /// crate).
     vcek_signer: EcdsaKeyPair,
     ark_der: Vec<u8>,
     ask_der: Vec<u8>,
@@ -241,11 +241,11 @@ fn crypto(e: impl fmt::Display) -> EmulateError {
     EmulateError::Crypto(e.to_string())
 }
 
-/// `key` as a `ring` ECDSA P-384 signing key (through its PKCS#8 encoding, which carries the
-/// public key; `ring` checks that it matches the private key).
-fn ring_signer(key: &p384::ecdsa::SigningKey) -> Result<EcdsaKeyPair, EmulateError> {
+/// `key` as an aws-lc-rs ECDSA P-384 signing key (through its PKCS#8 encoding, which carries the
+/// public key; aws-lc-rs checks that it matches the private key).
+fn report_signer(key: &p384::ecdsa::SigningKey) -> Result<EcdsaKeyPair, EmulateError> {
     let der = key.to_pkcs8_der().map_err(crypto)?;
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes(), &SystemRandom::new()).map_err(crypto)
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes()).map_err(crypto)
 }
 
 fn unix_now() -> i64 {
@@ -476,7 +476,7 @@ impl EmulatedSnp {
             report_id: ReportId(random_bytes()),
             ark_key,
             ask_key,
-            vcek_signer: ring_signer(&vcek_key)?,
+            vcek_signer: report_signer(&vcek_key)?,
             vcek_key,
             ark_der,
             ask_der,
@@ -498,7 +498,7 @@ impl EmulatedSnp {
             report_id: self.report_id,
             ark_key: self.ark_key.clone(),
             ask_key: self.ask_key.clone(),
-            vcek_signer: ring_signer(&vcek_key)?,
+            vcek_signer: report_signer(&vcek_key)?,
             vcek_key,
             ark_der: self.ark_der.clone(),
             ask_der: self.ask_der.clone(),
@@ -726,7 +726,7 @@ impl EmulatedSnp {
             report_id: state.report_id,
             ark_key,
             ask_key,
-            vcek_signer: ring_signer(&vcek_key)?,
+            vcek_signer: report_signer(&vcek_key)?,
             vcek_key,
             ark_der,
             ask_der,

@@ -2,8 +2,8 @@
 //! policy, resources and the admin operations. Every method takes `now` (UNIX seconds) so that
 //! tests control time.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
@@ -26,7 +26,8 @@ use crate::store::{Durability, Namespace, ResourceStore};
 /// Store key of the resource policy.
 pub const RESOURCE_POLICY_KEY: &str = "resource-policy";
 
-/// A protocol session as stored (shared by replicas through the store).
+/// A protocol session: in the store (shared by the replicas using it) or in the broker's memory
+/// (see [`BrokerSettings::shared_sessions`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Session {
@@ -91,6 +92,9 @@ pub struct BrokerSettings {
     pub trusted_jwks: Vec<Value>,
     /// Trust the token header's key (development only).
     pub insecure_header_jwk: bool,
+    /// Keep protocol sessions in the store, where every replica using it sees them; otherwise
+    /// they live in this process's memory (one broker, or replicas behind sticky sessions).
+    pub shared_sessions: bool,
 }
 
 /// How many verified tokens a broker remembers (a few MiB at most).
@@ -117,6 +121,8 @@ pub struct Broker {
     /// replicas sharing the signer verify each other's sessions).
     se_sealer: Option<cloister_verifier::se::SeSecretSealer>,
     sessions: std::sync::atomic::AtomicUsize,
+    /// Sessions of this process when they are not shared through the store.
+    local_sessions: Option<Mutex<HashMap<String, Session>>>,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -157,6 +163,7 @@ impl Broker {
         let mut seal_key = signer.derive_key(b"cloister-kbs/se-request-secrets/v1");
         let se_sealer = cloister_verifier::se::SeSecretSealer::new(&seal_key).ok();
         seal_key.fill(0);
+        let local_sessions = (!settings.shared_sessions).then(|| Mutex::new(HashMap::new()));
         Self {
             store,
             verifiers,
@@ -169,6 +176,7 @@ impl Broker {
             rng: SystemRandom::new(),
             se_sealer,
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            local_sessions,
             metrics: Metrics::default(),
         }
     }
@@ -193,12 +201,20 @@ impl Broker {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KbsError::SessionNotFound(id.chars().take(40).collect()));
         }
+        if let Some(local) = &self.local_sessions {
+            let table = local.lock().unwrap_or_else(PoisonError::into_inner);
+            return table.get(id).cloned().ok_or_else(|| KbsError::SessionNotFound(id.to_owned()));
+        }
         let bytes = self.store.get(Namespace::Session, id)?.ok_or_else(|| KbsError::SessionNotFound(id.to_owned()))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt { what: format!("session {id}"), detail: e.to_string() }.into())
     }
 
     fn save_session(&self, id: &str, s: &Session) -> Result<(), KbsError> {
+        if let Some(local) = &self.local_sessions {
+            local.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned(), s.clone());
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(s).map_err(serde_err)?;
         Ok(self.store.put(Namespace::Session, id, &bytes, Durability::Relaxed)?)
     }
@@ -554,11 +570,21 @@ impl Broker {
     /// Sessions created by this process since the last sweep plus those found then (a bound
     /// for the session table, not an exact count).
     pub fn session_count_hint(&self) -> usize {
+        if let Some(local) = &self.local_sessions {
+            return local.lock().unwrap_or_else(PoisonError::into_inner).len();
+        }
         self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes expired sessions; returns how many.
     pub fn sweep_sessions(&self, now: u64) -> Result<usize, KbsError> {
+        if let Some(local) = &self.local_sessions {
+            let mut table = local.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = table.len();
+            table.retain(|_, s| now < s.expires);
+            self.sessions.store(table.len(), std::sync::atomic::Ordering::Relaxed);
+            return Ok(before - table.len());
+        }
         // A session expires `session_lifetime` after `/auth`, and its record is last written no
         // earlier than that: records untouched for longer are expired. Stores that can select by
         // write time do it in one statement instead of reading every session.
@@ -601,12 +627,17 @@ mod tests {
     use std::io::Write;
 
     fn broker() -> Broker {
+        broker_with(true)
+    }
+
+    fn broker_with(shared_sessions: bool) -> Broker {
         let (signer, _) = EarSigner::generate().unwrap();
         let settings = BrokerSettings {
             session_lifetime: 300,
             token_lifetime: 300,
             trusted_jwks: vec![],
             insecure_header_jwk: false,
+            shared_sessions,
         };
         let b = Broker::new(
             Arc::new(MemoryStore::default()),
@@ -637,7 +668,13 @@ mod tests {
 
     #[test]
     fn sessions_and_tokens_expire() {
-        let b = broker();
+        for shared in [true, false] {
+            sessions_and_tokens_expire_with(shared);
+        }
+    }
+
+    fn sessions_and_tokens_expire_with(shared: bool) {
+        let b = broker_with(shared);
         let key = TeeKeyPair::generate_p256().unwrap();
         let (id, ch, exp) = b.auth(AUTH, 1_000).unwrap();
         assert_eq!(exp, 1_300);
@@ -659,8 +696,12 @@ mod tests {
             b.get_resource(&Credential::Session(id.clone()), &path, &q, 2_300),
             Err(KbsError::SessionExpired(_))
         ));
+        // Sessions are in the store only when shared.
+        assert_eq!(b.store.list(Namespace::Session).unwrap().len(), if shared { 2 } else { 0 });
+        assert_eq!(b.session_count_hint(), 2);
         // Swept.
         assert_eq!(b.sweep_sessions(3_000).unwrap(), 2);
+        assert_eq!(b.session_count_hint(), 0);
         assert!(matches!(b.attest(&id, &[], 3_000), Err(KbsError::SessionNotFound(_))));
     }
 

@@ -300,12 +300,41 @@ pub struct StorageBackend {
     pub storage_type: String,
     /// Backend settings.
     pub backends: Backends,
+    /// Where protocol sessions (the `/auth` → `/attest` state) live; a Cloister extension.
+    pub sessions: SessionStorage,
 }
 
 impl Default for StorageBackend {
     fn default() -> Self {
-        Self { storage_type: "LocalFs".into(), backends: Backends::default() }
+        Self { storage_type: "LocalFs".into(), backends: Backends::default(), sessions: SessionStorage::Auto }
     }
+}
+
+impl StorageBackend {
+    /// Whether sessions go to the store: `store`, or `auto` with the PostgreSQL backend (the
+    /// replicated deployment). `auto` keeps them in memory with the local backends, as trustee
+    /// does: a session lives for minutes and a single broker gains nothing from writing it to
+    /// disk twice per attestation.
+    pub fn shared_sessions(&self) -> bool {
+        match self.sessions {
+            SessionStorage::Store => true,
+            SessionStorage::Memory => false,
+            SessionStorage::Auto => self.storage_type == "Postgres",
+        }
+    }
+}
+
+/// `[storage_backend] sessions`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStorage {
+    /// `store` with PostgreSQL, `memory` otherwise.
+    #[default]
+    Auto,
+    /// In the broker's memory: `/attest` must reach the broker that answered `/auth`.
+    Memory,
+    /// In the store: any replica using the same store (and token key) continues a session.
+    Store,
 }
 
 /// `[storage_backend.backends]`.
@@ -586,6 +615,8 @@ storage_backend_type = "kvstorage"
              password = \"it's secret\"\nencryption_key_path = \"/k\"\n"
         ))
         .unwrap();
+        // Replicas share a PostgreSQL store: sessions go there unless told otherwise.
+        assert!(c.storage_backend.shared_sessions());
         let pg = c.storage_backend.backends.postgres.unwrap();
         assert!(!format!("{pg:?}").contains("secret"), "passwords stay out of Debug output");
         if std::env::var_os("POSTGRES_URL").is_none() {
@@ -596,6 +627,16 @@ storage_backend_type = "kvstorage"
             let parsed: tokio_postgres::Config = pg.connection_string().parse().unwrap();
             assert_eq!(parsed.get_password(), Some(&b"it's secret"[..]));
         }
+    }
+
+    #[test]
+    fn where_sessions_live() {
+        let local = |extra: &str| Config::from_toml(&format!("[storage_backend]\n{extra}")).map(|c| c.storage_backend);
+        assert!(!Config::default().storage_backend.shared_sessions());
+        assert!(!local("sessions = \"memory\"\n").unwrap().shared_sessions());
+        assert!(local("sessions = \"store\"\n").unwrap().shared_sessions());
+        assert!(local("storage_type = \"Memory\"\nsessions = \"auto\"\n").is_ok());
+        assert!(matches!(local("sessions = \"disk\"\n"), Err(ConfigError::Parse(_))));
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub fn prepare(config: &Config, data_dir: &Path) -> Result<Prepared, StartError>
         token_lifetime: config.attestation_service.attestation_token_broker.duration_min * 60,
         trusted_jwks,
         insecure_header_jwk: config.attestation_token.insecure_header_jwk,
+        shared_sessions: config.storage_backend.shared_sessions(),
     };
     let verifiers = Verifiers::from_config(&config.attestation_service.verifier)?;
     let broker = Arc::new(Broker::new(store.clone(), verifiers, signer, settings));

@@ -299,7 +299,7 @@ async fn two_replicas_share_sessions_through_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("shared-store");
     let extra = format!(
-        "[storage_backend]\nstorage_type = \"LocalFs\"\n[storage_backend.backends.local_fs]\ndir_path = \"{}\"\n",
+        "[storage_backend]\nstorage_type = \"LocalFs\"\nsessions = \"store\"\n[storage_backend.backends.local_fs]\ndir_path = \"{}\"\n",
         store.display()
     );
     // Both replicas need the same token key so either can verify the other's tokens.
