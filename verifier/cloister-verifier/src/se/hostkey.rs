@@ -202,29 +202,45 @@ fn verification_algorithm(
         _ if *a == OID_PKCS1_SHA256WITHRSA => &signature::RSA_PKCS1_2048_8192_SHA256,
         _ if *a == OID_PKCS1_SHA384WITHRSA => &signature::RSA_PKCS1_2048_8192_SHA384,
         _ if *a == OID_PKCS1_SHA512WITHRSA => &signature::RSA_PKCS1_2048_8192_SHA512,
-        _ if *a == OID_PKCS1_RSASSAPSS => {
-            // The hash is the first explicit field of RSASSA-PSS-params; MGF1 uses the same
-            // hash and the salt is the hash length in every profile aws-lc-rs accepts.
-            let params = sig_alg.parameters.as_ref().map(|p| p.data).unwrap_or_default();
-            let sha = |o: &Oid<'_>| der_contains(params, o);
-            match () {
-                _ if sha(&OID_NIST_HASH_SHA256) => &signature::RSA_PSS_2048_8192_SHA256,
-                _ if sha(&OID_NIST_HASH_SHA384) => &signature::RSA_PSS_2048_8192_SHA384,
-                _ if sha(&OID_NIST_HASH_SHA512) => &signature::RSA_PSS_2048_8192_SHA512,
-                _ => return Err("RSASSA-PSS with a hash other than SHA-256/384/512".into()),
-            }
-        }
+        _ if *a == OID_PKCS1_RSASSAPSS => rsa_pss_algorithm(sig_alg)?,
         _ => return Err(format!("signature algorithm {a} with an RSA key is not supported")),
     };
     Ok(alg)
 }
 
-/// Whether the DER encoding of OID `o` occurs in `params`.
-fn der_contains(params: &[u8], o: &Oid<'_>) -> bool {
-    let body = o.as_bytes();
-    let mut enc = vec![0x06, u8::try_from(body.len()).unwrap_or(0)];
-    enc.extend_from_slice(body);
-    params.windows(enc.len()).any(|w| w == enc.as_slice())
+/// The aws-lc-rs algorithm for RSASSA-PSS parameters (RFC 4055): the hash must be SHA-256,
+/// SHA-384 or SHA-512, the mask generation MGF1 with the same hash, the salt as long as the hash
+/// and the trailer field 1, the only profiles aws-lc-rs verifies. Absent fields take the RFC's
+/// defaults (SHA-1, salt 20), which are refused.
+fn rsa_pss_algorithm(sig_alg: &AlgorithmIdentifier<'_>) -> Result<&'static dyn VerificationAlgorithm, String> {
+    use oid_registry::*;
+    use x509_parser::signature_algorithm::SignatureAlgorithm;
+    let Ok(SignatureAlgorithm::RSASSA_PSS(params)) = SignatureAlgorithm::try_from(sig_alg) else {
+        return Err("RSASSA-PSS parameters do not parse".into());
+    };
+    let hash = params.hash_algorithm_oid();
+    let (alg, len): (&'static dyn VerificationAlgorithm, u32) = match () {
+        _ if *hash == OID_NIST_HASH_SHA256 => (&signature::RSA_PSS_2048_8192_SHA256, 32),
+        _ if *hash == OID_NIST_HASH_SHA384 => (&signature::RSA_PSS_2048_8192_SHA384, 48),
+        _ if *hash == OID_NIST_HASH_SHA512 => (&signature::RSA_PSS_2048_8192_SHA512, 64),
+        _ => return Err(format!("RSASSA-PSS with hash {hash} (only SHA-256/384/512)")),
+    };
+    let mgf = params.mask_gen_algorithm().map_err(|e| format!("RSASSA-PSS mask generation: {e}"))?;
+    // id-mgf1 (RFC 8017 appendix B.2.1); oid-registry has no name for it.
+    if mgf.mgf.to_id_string() != "1.2.840.113549.1.1.8" || mgf.hash != *hash {
+        return Err(format!(
+            "RSASSA-PSS mask generation {} with {} (only MGF1 with the signature's hash)",
+            mgf.mgf, mgf.hash
+        ));
+    }
+    if params.salt_length() != len || params.trailer_field() != 1 {
+        return Err(format!(
+            "RSASSA-PSS salt length {} and trailer field {} (only {len} and 1)",
+            params.salt_length(),
+            params.trailer_field()
+        ));
+    }
+    Ok(alg)
 }
 
 fn check_signature(
@@ -540,5 +556,62 @@ impl SeHostKeyWrap for P521HostKeyWrap {
         }
         // The customer key is dropped here: nobody but the hosts can recompute the slots' keys.
         Ok((point_to_coords(&point), slots))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlv(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let body = parts.concat();
+        let mut out = vec![tag, u8::try_from(body.len()).unwrap()];
+        out.extend(body);
+        out
+    }
+
+    const OID_PSS: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+    const OID_MGF1: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+    const NULL: &[u8] = &[0x05, 0x00];
+
+    fn sha2(last: u8) -> Vec<u8> {
+        tlv(0x30, &[&[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, last], NULL])
+    }
+
+    /// RSASSA-PSS-params (RFC 4055) built field by field; `None` leaves a field at its default.
+    fn pss(hash: Option<u8>, mgf_hash: Option<u8>, salt: Option<u8>) -> Vec<u8> {
+        let mut fields = Vec::new();
+        if let Some(h) = hash {
+            fields.push(tlv(0xa0, &[&sha2(h)]));
+        }
+        if let Some(h) = mgf_hash {
+            fields.push(tlv(0xa1, &[&tlv(0x30, &[OID_MGF1, &sha2(h)])]));
+        }
+        if let Some(s) = salt {
+            fields.push(tlv(0xa2, &[&[0x02, 0x01, s]]));
+        }
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        tlv(0x30, &[OID_PSS, &tlv(0x30, &refs)])
+    }
+
+    fn check(der: &[u8]) -> Result<(), String> {
+        let (_, alg) = AlgorithmIdentifier::from_der(der).unwrap();
+        rsa_pss_algorithm(&alg).map(|_| ())
+    }
+
+    #[test]
+    fn rsa_pss_parameters_are_parsed_not_searched() {
+        // SHA-256/384/512 with MGF1 of the same hash and a salt of the hash's length.
+        check(&pss(Some(1), Some(1), Some(32))).unwrap();
+        check(&pss(Some(2), Some(2), Some(48))).unwrap();
+        check(&pss(Some(3), Some(3), Some(64))).unwrap();
+        // Defaults are SHA-1, MGF1-SHA-1 and a salt of 20: refused.
+        assert!(check(&pss(None, None, None)).unwrap_err().contains("hash"));
+        // A salt of another length, MGF1 over another hash, or a missing MGF (SHA-1 default).
+        assert!(check(&pss(Some(1), Some(1), Some(20))).unwrap_err().contains("salt"));
+        assert!(check(&pss(Some(2), Some(1), Some(48))).unwrap_err().contains("mask generation"));
+        assert!(check(&pss(Some(1), None, Some(32))).unwrap_err().contains("mask generation"));
+        // The hash's OID inside the MGF only (the old byte search would have taken it).
+        assert!(check(&pss(None, Some(1), Some(32))).is_err());
     }
 }
