@@ -15,7 +15,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::agreement;
 use ring::rand::{SecureRandom, SystemRandom};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
@@ -155,8 +154,8 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<Response, JweError> 
             let xb = b64d("tee-pubkey.x", x)?;
             let yb = b64d("tee-pubkey.y", y)?;
             let (z, epk_point): (Zeroizing<Vec<u8>>, Vec<u8>) = match crv.as_str() {
-                "P-256" => ecdh_p256(&rng, &xb, &yb)?,
-                "P-521" => ecdh_p521(&xb, &yb)?,
+                "P-256" => ecdh(&aws_lc_rs::agreement::ECDH_P256, 32, &xb, &yb)?,
+                "P-521" => ecdh(&aws_lc_rs::agreement::ECDH_P521, 66, &xb, &yb)?,
                 other => return Err(JweError::UnsupportedKey(format!("curve {other:?}"))),
             };
             let n = (epk_point.len() - 1) / 2;
@@ -189,33 +188,24 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<Response, JweError> 
 
 type Agreed = (Zeroizing<Vec<u8>>, Vec<u8>);
 
-fn ecdh_p256(rng: &SystemRandom, x: &[u8], y: &[u8]) -> Result<Agreed, JweError> {
-    if x.len() != 32 || y.len() != 32 {
-        return Err(JweError::InvalidKey("P-256 coordinates must be 32 bytes"));
+/// ECDH-ES with a fresh ephemeral key on `alg`'s curve against the TEE key `(x, y)` of
+/// `n`-byte coordinates: the shared secret and the ephemeral public point (uncompressed SEC1).
+fn ecdh(alg: &'static aws_lc_rs::agreement::Algorithm, n: usize, x: &[u8], y: &[u8]) -> Result<Agreed, JweError> {
+    let (bad_length, off_curve) = if n == 32 {
+        ("P-256 coordinates must be 32 bytes", "P-256 point not on the curve")
+    } else {
+        ("P-521 coordinates must be 66 bytes", "P-521 point not on the curve")
+    };
+    if x.len() != n || y.len() != n {
+        return Err(JweError::InvalidKey(bad_length));
     }
     let peer = [&[4u8][..], x, y].concat();
-    let eph = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, rng)
-        .map_err(|_| JweError::Crypto("P-256 key generation"))?;
-    let epk = eph.compute_public_key().map_err(|_| JweError::Crypto("P-256 public key"))?.as_ref().to_vec();
-    let z = agreement::agree_ephemeral(eph, &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &peer), |z| {
-        Zeroizing::new(z.to_vec())
-    })
-    .map_err(|_| JweError::InvalidKey("P-256 point not on the curve"))?;
-    Ok((z, epk))
-}
-
-fn ecdh_p521(x: &[u8], y: &[u8]) -> Result<Agreed, JweError> {
-    if x.len() != 66 || y.len() != 66 {
-        return Err(JweError::InvalidKey("P-521 coordinates must be 66 bytes"));
-    }
-    let peer = [&[4u8][..], x, y].concat();
-    let eph = aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::ECDH_P521)
-        .map_err(|_| JweError::Crypto("P-521 key generation"))?;
-    let epk = eph.compute_public_key().map_err(|_| JweError::Crypto("P-521 public key"))?.as_ref().to_vec();
+    let eph = aws_lc_rs::agreement::PrivateKey::generate(alg).map_err(|_| JweError::Crypto("EC key generation"))?;
+    let epk = eph.compute_public_key().map_err(|_| JweError::Crypto("EC public key"))?.as_ref().to_vec();
     let z = aws_lc_rs::agreement::agree(
         &eph,
-        aws_lc_rs::agreement::UnparsedPublicKey::new(&aws_lc_rs::agreement::ECDH_P521, &peer),
-        JweError::InvalidKey("P-521 point not on the curve"),
+        aws_lc_rs::agreement::UnparsedPublicKey::new(alg, &peer),
+        JweError::InvalidKey(off_curve),
         |z| Ok(Zeroizing::new(z.to_vec())),
     )?;
     Ok((z, epk))
