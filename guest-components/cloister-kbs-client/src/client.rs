@@ -10,12 +10,13 @@ use cloister_kbs_protocol::{
     Attestation, AttestationToken, Challenge, CompositeEvidence, ErrorInformation, InitData, PROTOCOL_VERSION, Request,
     Response, RuntimeData, SESSION_COOKIE, Tee, TeeKeyPair,
 };
-use reqwest::StatusCode;
+use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::attester::{Attester, AttesterError};
+use crate::transport::{Reply, Transport};
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +121,7 @@ struct Cached {
 
 /// A KBS client bound to one attester and one TEE key.
 pub struct KbsClient {
-    http: reqwest::Client,
+    http: Transport,
     base: String,
     attester: Arc<dyn Attester>,
     key: TeeKeyPair,
@@ -139,27 +140,23 @@ fn now() -> u64 {
 }
 
 pub(crate) fn transport(e: reqwest::Error) -> ClientError {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    ClientError::Transport(s)
+    ClientError::Transport(crate::transport::chain(&e))
 }
 
-async fn refusal(resp: reqwest::Response) -> ClientError {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    match serde_json::from_slice::<ErrorInformation>(&body) {
+fn refusal(reply: &Reply) -> ClientError {
+    let status = reply.status.as_u16();
+    match serde_json::from_slice::<ErrorInformation>(&reply.body) {
         Ok(e) => ClientError::Refused { status, kind: e.kind().to_owned(), detail: e.detail },
         Err(_) => ClientError::Refused {
             status,
             kind: "Unknown".into(),
-            detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            detail: String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned(),
         },
     }
+}
+
+fn json_body(v: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(v).map_err(|e| ClientError::Config(format!("cannot serialise a request: {e}")))
 }
 
 /// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
@@ -210,7 +207,7 @@ impl KbsClient {
     /// A client for the KBS at `url` (e.g. `https://kbs.example:8080`).
     pub fn new(url: &str, attester: Arc<dyn Attester>, opts: ClientOptions) -> Result<Self, ClientError> {
         let base = url.trim_end_matches('/').to_owned();
-        let http = http_client(&base, &opts.trust, opts.timeout)?;
+        let http = Transport::new(&base, &opts.trust, opts.timeout)?;
         let key = match opts.key {
             TeeKeyKind::P256 => TeeKeyPair::generate_p256()?,
             TeeKeyKind::P521 => TeeKeyPair::generate_p521()?,
@@ -246,21 +243,16 @@ impl KbsClient {
             tee: self.attester.tee(),
             extra_params: json!({"supported-hash-algorithms": [if self.attester.tee() == Tee::Se { "sha512" } else { "sha384" }]}),
         };
-        let resp = self.http.post(format!("{}/kbs/v0/auth", self.base)).json(&req).send().await.map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
+        let reply =
+            self.http.send(Method::POST, "/kbs/v0/auth", None, Some(json_body(&req)?), Some(SESSION_COOKIE)).await?;
+        if !reply.status.is_success() {
+            return Err(refusal(&reply));
         }
-        let cookie = resp
-            .headers()
-            .get_all(reqwest::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| {
-                v.split(';').next().filter(|kv| kv.starts_with(&format!("{SESSION_COOKIE}="))).map(str::to_owned)
-            })
+        let cookie = reply
+            .cookie
             .ok_or(ClientError::Protocol { what: "auth response", detail: "no kbs-session-id cookie".into() })?;
-        let challenge: Challenge =
-            resp.json().await.map_err(|e| ClientError::Protocol { what: "challenge", detail: e.to_string() })?;
+        let challenge: Challenge = serde_json::from_slice(&reply.body)
+            .map_err(|e| ClientError::Protocol { what: "challenge", detail: e.to_string() })?;
         // SE's nonce is the verifier's attestation request (an ARCB per host: a few KiB).
         let tee = self.attester.tee();
         let max_nonce = if tee == Tee::Se { MAX_SE_CHALLENGE } else { 1024 };
@@ -279,20 +271,14 @@ impl KbsClient {
             runtime_data: RuntimeData { nonce: challenge.nonce, tee_pubkey: self.key.public().clone() },
             tee_evidence: CompositeEvidence { primary_evidence: evidence, additional_evidence: String::new() },
         };
-        let resp = self
+        let reply = self
             .http
-            .post(format!("{}/kbs/v0/attest", self.base))
-            .header(reqwest::header::COOKIE, cookie)
-            .json(&att)
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
+            .send(Method::POST, "/kbs/v0/attest", Some((header::COOKIE, cookie.as_str())), Some(json_body(&att)?), None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(refusal(&reply));
         }
-        let t: AttestationToken = resp
-            .json()
-            .await
+        let t: AttestationToken = serde_json::from_slice(&reply.body)
             .map_err(|e| ClientError::Protocol { what: "attestation token", detail: e.to_string() })?;
         let exp = token_exp(&t.token).ok_or(ClientError::Protocol { what: "token", detail: "no exp claim".into() })?;
         *self.token.lock().await = Some(Cached { token: t.token.clone(), exp });
@@ -322,23 +308,26 @@ impl KbsClient {
         let mut retried = false;
         loop {
             let token = self.cached_token().await?;
-            let resp = self
+            let bearer = format!("Bearer {token}");
+            let reply = self
                 .http
-                .get(format!("{}/kbs/v0/resource/{path}", self.base))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(transport)?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !retried {
+                .send(
+                    Method::GET,
+                    &format!("/kbs/v0/resource/{path}"),
+                    Some((header::AUTHORIZATION, bearer.as_str())),
+                    None,
+                    None,
+                )
+                .await?;
+            if reply.status == StatusCode::UNAUTHORIZED && !retried {
                 retried = true;
                 *self.token.lock().await = None;
                 continue;
             }
-            if !resp.status().is_success() {
-                return Err(refusal(resp).await);
+            if !reply.status.is_success() {
+                return Err(refusal(&reply));
             }
-            let body = resp.bytes().await.map_err(transport)?;
-            let jwe: Response = serde_json::from_slice(&body)
+            let jwe: Response = serde_json::from_slice(&reply.body)
                 .map_err(|e| ClientError::Protocol { what: "resource JWE", detail: e.to_string() })?;
             return Ok(self.key.decrypt(&jwe)?);
         }

@@ -18,6 +18,7 @@ pub mod sevguest;
 mod sys;
 pub mod tdxguest;
 mod tls;
+mod transport;
 pub mod tsm;
 
 pub use admin::AdminClient;

@@ -408,7 +408,20 @@ impl Broker {
         let data = json!({"plugin": "resource", "resource-path": path.0, "query": query});
         self.metrics.inc(&self.metrics.policy_evaluations);
         let claims = token.claims();
-        let allowed = policy.allows_input(token.policy_input(), &data).map_err(|e| {
+        // Approvals are remembered per (token, request) by a deterministic policy: a cached
+        // Bearer token asking for the same resource again is answered without re-evaluating.
+        let allowed = match token.id() {
+            Some(id) => {
+                let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+                h.update(id);
+                h.update(data.to_string().as_bytes());
+                let mut key = [0u8; 32];
+                key.copy_from_slice(h.finish().as_ref());
+                policy.allows_memo(key, token.policy_input(), &data)
+            }
+            None => policy.allows_input(token.policy_input(), &data),
+        }
+        .map_err(|e| {
             self.metrics.inc(&self.metrics.policy_errors);
             KbsError::PolicyEngine(e.to_string())
         })?;

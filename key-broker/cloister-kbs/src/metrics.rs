@@ -57,6 +57,13 @@ impl Metrics {
         d.2 += 1;
     }
 
+    /// Seconds and number of the request durations observed so far (the histogram's sum and
+    /// count): the server's own handling time, without the client and the network.
+    pub fn request_durations(&self) -> (f64, u64) {
+        let d = self.durations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (d.1, d.2)
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();

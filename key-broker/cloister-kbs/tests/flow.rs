@@ -83,6 +83,15 @@ async fn sample_tee_every_key_type_and_default_policy_denies() {
     // Unknown resource: 404, not 401 (no pointless re-attestation).
     let e = c.get_resource("default/key/none").await.unwrap_err();
     assert_eq!(refused(&e).0, 404);
+    // The broker remembers approvals per token and request, but only for the policy that gave
+    // them: the same cached token asking the same thing under a new policy is refused.
+    let c = client(&kbs, Arc::new(SampleAttester), TeeKeyKind::P256);
+    assert_eq!(&c.get_resource("default/key/1").await.unwrap()[..], b"top secret");
+    kbs.set_resource_policy(builtin::RESOURCE_DENY_ALL).await;
+    let e = c.get_resource("default/key/1").await.unwrap_err();
+    assert_eq!(refused(&e).0, 403, "{e}");
+    kbs.set_resource_policy(builtin::RESOURCE_ALLOW_ALL).await;
+    assert_eq!(&c.get_resource("default/key/1").await.unwrap()[..], b"top secret");
     kbs.stop().await;
 }
 

@@ -92,10 +92,24 @@ pub struct Policy {
     /// only, so each is learnt once: regorus' error (an `anyhow` error, which captures a
     /// backtrace when `RUST_BACKTRACE` is set) is not built again on every evaluation.
     undefined: Arc<Mutex<HashSet<String>>>,
+    /// Whether the policy's decisions depend on its input and data only: no clock, no
+    /// randomness, no runtime environment (see [`NONDETERMINISTIC`]).
+    deterministic: bool,
+    /// Approvals already computed, by the caller's key for (input, data) — see
+    /// [`Policy::allows_memo`]. Bounded; cleared when full. Denials are never remembered.
+    approved: Arc<Mutex<HashSet<[u8; 32]>>>,
 }
 
 /// Most prepared engines kept per policy.
 const PREPARED_CAPACITY: usize = 256;
+
+/// Most remembered approvals per policy (32 bytes each).
+const APPROVED_CAPACITY: usize = 65_536;
+
+/// Text that makes a policy's decisions depend on more than input and data: Rego builtins
+/// reading the clock, randomness or the environment. A policy mentioning any of them
+/// (anywhere, comments included: a false alarm only costs speed) is evaluated every time.
+pub const NONDETERMINISTIC: &[&str] = &["now_ns", "rand.", "uuid.", "opa.runtime", "http.send", "net."];
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,7 +156,12 @@ impl Policy {
                 return Err(PolicyError::WrongPackage { id, package: want.to_owned() });
             }
         }
+        let deterministic = std::iter::once(source.as_str())
+            .chain(helpers.iter().map(|(_, s)| *s))
+            .all(|text| !NONDETERMINISTIC.iter().any(|b| text.contains(b)));
         Ok(Policy {
+            deterministic,
+            approved: Arc::new(Mutex::new(HashSet::new())),
             id,
             source,
             package: want.to_owned(),
@@ -253,6 +272,34 @@ impl Policy {
         let mut v = self.eval_rules_input(&["allow".to_owned()], input, data)?;
         Ok(v.pop() == Some(Json::Bool(true)))
     }
+
+    /// [`Policy::allows_input`], remembering approvals under `key`, which the caller derives
+    /// from exactly this input and data (e.g. a hash of a verified token and the request): the
+    /// same question is then answered without evaluating again. Only for a deterministic policy
+    /// (one that uses none of [`NONDETERMINISTIC`]); a denial or an error is never remembered,
+    /// so it is re-evaluated (and explained) every time.
+    pub fn allows_memo(&self, key: [u8; 32], input: &PolicyInput, data: &Json) -> Result<bool, PolicyError> {
+        if !self.deterministic {
+            return self.allows_input(input, data);
+        }
+        if self.approved.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+            return Ok(true);
+        }
+        let allowed = self.allows_input(input, data)?;
+        if allowed {
+            let mut approved = self.approved.lock().unwrap_or_else(PoisonError::into_inner);
+            if approved.len() >= APPROVED_CAPACITY {
+                approved.clear();
+            }
+            approved.insert(key);
+        }
+        Ok(allowed)
+    }
+
+    /// Whether the policy uses none of [`NONDETERMINISTIC`] (its approvals may be remembered).
+    pub fn is_deterministic(&self) -> bool {
+        self.deterministic
+    }
 }
 
 /// Adapter so both regorus' error type and others convert to a one-line message.
@@ -351,6 +398,29 @@ mod tests {
         let input = PolicyInput::new(&json!({"x": 1}));
         assert!(p.allows_input(&input, &d).unwrap());
         assert!(p.allows_input(&input, &d).unwrap());
+    }
+
+    /// Approvals are remembered per key, denials never; a policy reading the clock is always
+    /// evaluated.
+    #[test]
+    fn approvals_are_memoised_only_for_deterministic_policies() {
+        let src = "package policy\nimport rego.v1\ndefault allow := false\nallow if input.x == data.want\n";
+        let p = Policy::new("t", src).unwrap();
+        assert!(p.is_deterministic());
+        let (yes, no) = (PolicyInput::new(&json!({"x": 1})), PolicyInput::new(&json!({"x": 2})));
+        let d = json!({"want": 1});
+        assert!(p.allows_memo([1; 32], &yes, &d).unwrap());
+        assert!(!p.allows_memo([2; 32], &no, &d).unwrap());
+        assert_eq!(*p.approved.lock().unwrap(), HashSet::from([[1; 32]]));
+        // Remembered: the same key is approved without evaluating (a different input under the
+        // same key shows it; callers derive the key from input and data, so this never happens).
+        assert!(p.allows_memo([1; 32], &no, &d).unwrap());
+        assert!(!p.allows_memo([2; 32], &no, &d).unwrap());
+        let clock = Policy::new("c", format!("{src}too_late if time.now_ns() > 0\n")).unwrap();
+        assert!(!clock.is_deterministic());
+        assert!(clock.allows_memo([1; 32], &yes, &d).unwrap());
+        assert!(!clock.allows_memo([1; 32], &no, &d).unwrap());
+        assert!(clock.approved.lock().unwrap().is_empty());
     }
 
     #[test]

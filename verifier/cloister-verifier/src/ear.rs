@@ -469,12 +469,24 @@ pub struct VerifiedTokens {
 pub struct VerifiedToken {
     claims: Value,
     input: std::sync::OnceLock<cloister_policy::PolicyInput>,
+    /// SHA-256 of the token these claims were verified from.
+    id: Option<[u8; 32]>,
 }
 
 impl VerifiedToken {
     /// Claims given directly (the admin decision-debugging endpoint), not from a token.
     pub fn from_claims(claims: Value) -> Self {
-        Self { claims, input: std::sync::OnceLock::new() }
+        Self { claims, input: std::sync::OnceLock::new(), id: None }
+    }
+
+    fn from_token(claims: Value, id: [u8; 32]) -> Self {
+        Self { claims, input: std::sync::OnceLock::new(), id: Some(id) }
+    }
+
+    /// SHA-256 of the token the claims come from (`None` for claims given directly): a name
+    /// for exactly these claims, e.g. to remember policy decisions about them.
+    pub fn id(&self) -> Option<&[u8; 32]> {
+        self.id.as_ref()
     }
 
     /// The claims.
@@ -530,7 +542,8 @@ impl VerifiedTokens {
         if let Some(claims) = claims
             && self.capacity > 0
         {
-            self.insert(Self::key(token), std::sync::Arc::new(VerifiedToken::from_claims(claims)), now);
+            let key = Self::key(token);
+            self.insert(key, std::sync::Arc::new(VerifiedToken::from_token(claims, key)), now);
         }
     }
 
@@ -542,7 +555,7 @@ impl VerifiedTokens {
             check_token_times(&t.claims, now)?;
             return Ok(t);
         }
-        let t = std::sync::Arc::new(VerifiedToken::from_claims(verify_jws(token, keys, now)?));
+        let t = std::sync::Arc::new(VerifiedToken::from_token(verify_jws(token, keys, now)?, key));
         if self.capacity > 0 {
             self.insert(key, t.clone(), now);
         }
