@@ -393,6 +393,16 @@ pub fn coco_reserialized_header(header: &Value) -> String {
 mod tests {
     use super::*;
 
+    /// The workspace builds AWS-LC without CPU-jitter entropy (`.cargo/config.toml`): jitter
+    /// sampling made every process's first random draw cost ~65 ms (~0.5 s in a TCG guest).
+    #[test]
+    fn aws_lc_is_seeded_by_the_kernel() {
+        assert!(
+            aws_lc_rs::try_fips_cpu_jitter_entropy().is_err(),
+            "aws-lc-sys was built with CPU jitter entropy: build inside the workspace (AWS_LC_SYS_NO_JITTER_ENTROPY)"
+        );
+    }
+
     #[test]
     fn round_trip_every_key_type() {
         let rsa = TeeKeyPair::generate_rsa(2048).unwrap();
