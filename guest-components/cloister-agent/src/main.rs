@@ -93,7 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let guest = args.initdata.as_deref().map(GuestConfig::load);
-    let (policy, guest) = match guest {
+    let (mut policy, guest) = match guest {
         None => (load_policy(&args.policy, data)?, None),
         Some(Err(e)) => (AgentPolicy::refuse_all(format!("unusable initdata: {e}"))?, None),
         Some(Ok(g)) => {
@@ -131,8 +131,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let kbs = match guest.as_ref().and_then(|g| g.kbs.as_ref().map(|k| (k, g))) {
         Some((k, g)) => {
             let attester = attester.clone().unwrap_or_else(|| Arc::new(NoTee));
-            let opts = ClientOptions { init_data: Some(g.body.clone()), trust: trust_for(k)?, ..Default::default() };
-            Some(Arc::new(KbsClient::new(&k.url, attester, opts)?))
+            let client = trust_for(k).and_then(|trust| {
+                let opts = ClientOptions { init_data: Some(g.body.clone()), trust, ..Default::default() };
+                Ok(KbsClient::new(&k.url, attester, opts)?)
+            });
+            match client {
+                Ok(c) => Some(Arc::new(c)),
+                // Bound initdata names a key broker that cannot be reached as configured (e.g.
+                // a pinned certificate with an http:// URL): serve, refusing everything with
+                // the reason, so the host sees why instead of a guest that never answers.
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "initdata's key broker is unusable");
+                    policy = AgentPolicy::refuse_all(format!("initdata's key broker is unusable: {e:#}"))?;
+                    None
+                }
+            }
         }
         None => None,
     };

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::attester::{Attester, AttesterError};
-use crate::transport::{Reply, Transport};
+use crate::transport::{Body, Reply, Transport};
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +122,6 @@ struct Cached {
 /// A KBS client bound to one attester and one TEE key.
 pub struct KbsClient {
     http: Transport,
-    base: String,
     attester: Arc<dyn Attester>,
     key: TeeKeyPair,
     opts: ClientOptions,
@@ -131,7 +130,7 @@ pub struct KbsClient {
 
 impl std::fmt::Debug for KbsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KbsClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("KbsClient").field("kbs", &self.http).finish_non_exhaustive()
     }
 }
 
@@ -139,11 +138,8 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-pub(crate) fn transport(e: reqwest::Error) -> ClientError {
-    ClientError::Transport(crate::transport::chain(&e))
-}
-
-fn refusal(reply: &Reply) -> ClientError {
+/// The KBS's refusal: its `{"type","detail"}` error body, or the start of whatever it sent.
+pub(crate) fn refusal(reply: &Reply) -> ClientError {
     let status = reply.status.as_u16();
     match serde_json::from_slice::<ErrorInformation>(&reply.body) {
         Ok(e) => ClientError::Refused { status, kind: e.kind().to_owned(), detail: e.detail },
@@ -153,10 +149,6 @@ fn refusal(reply: &Reply) -> ClientError {
             detail: String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]).into_owned(),
         },
     }
-}
-
-fn json_body(v: &impl serde::Serialize) -> Result<Vec<u8>, ClientError> {
-    serde_json::to_vec(v).map_err(|e| ClientError::Config(format!("cannot serialise a request: {e}")))
 }
 
 /// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
@@ -180,40 +172,25 @@ fn challenge_hash(extra_params: &Value, tee: Tee) -> Result<HashAlgorithm, Clien
 }
 
 fn token_exp(token: &str) -> Option<u64> {
-    let payload = token.split('.').nth(1)?;
-    let v: Value = serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()?;
-    v.get("exp")?.as_u64()
-}
-
-/// An HTTP client with the KBS trust configuration (ring provider, no system roots).
-pub(crate) fn http_client(base: &str, trust: &TrustMode, timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    let builder = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(4);
-    let tls = match trust {
-        TrustMode::PlainHttpOnly => {
-            if !base.starts_with("http://") {
-                return Err(ClientError::Config("https needs a pinned certificate or a CA".into()));
-            }
-            // No roots: any https redirect fails closed.
-            crate::tls::config_ca(Vec::new())
-        }
-        TrustMode::Pinned(fp) => crate::tls::config_pinned(*fp),
-        TrustMode::Ca(ders) => crate::tls::config_ca(ders.iter().map(|d| d.clone().into()).collect()),
+    /// Only `exp`: the other claims are skipped, not built into a tree.
+    #[derive(serde::Deserialize)]
+    struct Times {
+        exp: Option<u64>,
     }
-    .map_err(|e| ClientError::Config(e.to_string()))?;
-    builder.use_preconfigured_tls(tls).build().map_err(transport)
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice::<Times>(&B64URL.decode(payload).ok()?).ok()?.exp
 }
 
 impl KbsClient {
     /// A client for the KBS at `url` (e.g. `https://kbs.example:8080`).
     pub fn new(url: &str, attester: Arc<dyn Attester>, opts: ClientOptions) -> Result<Self, ClientError> {
-        let base = url.trim_end_matches('/').to_owned();
-        let http = Transport::new(&base, &opts.trust, opts.timeout)?;
+        let http = Transport::new(url, &opts.trust, opts.timeout)?;
         let key = match opts.key {
             TeeKeyKind::P256 => TeeKeyPair::generate_p256()?,
             TeeKeyKind::P521 => TeeKeyPair::generate_p521()?,
             TeeKeyKind::Rsa2048 => TeeKeyPair::generate_rsa(2048)?,
         };
-        Ok(Self { http, base, attester, key, opts, token: Mutex::new(None) })
+        Ok(Self { http, attester, key, opts, token: Mutex::new(None) })
     }
 
     /// Runs `/auth` + `/attest` and returns the new token (also cached).
@@ -244,7 +221,7 @@ impl KbsClient {
             extra_params: json!({"supported-hash-algorithms": [if self.attester.tee() == Tee::Se { "sha512" } else { "sha384" }]}),
         };
         let reply =
-            self.http.send(Method::POST, "/kbs/v0/auth", None, Some(json_body(&req)?), Some(SESSION_COOKIE)).await?;
+            self.http.send(Method::POST, "/kbs/v0/auth", None, Some(Body::json(&req)?), Some(SESSION_COOKIE)).await?;
         if !reply.status.is_success() {
             return Err(refusal(&reply));
         }
@@ -273,7 +250,13 @@ impl KbsClient {
         };
         let reply = self
             .http
-            .send(Method::POST, "/kbs/v0/attest", Some((header::COOKIE, cookie.as_str())), Some(json_body(&att)?), None)
+            .send(
+                Method::POST,
+                "/kbs/v0/attest",
+                Some((header::COOKIE, cookie.as_str())),
+                Some(Body::json(&att)?),
+                None,
+            )
             .await?;
         if !reply.status.is_success() {
             return Err(refusal(&reply));

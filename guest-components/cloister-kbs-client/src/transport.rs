@@ -38,6 +38,20 @@ pub(crate) struct Reply {
     pub(crate) body: Bytes,
 }
 
+/// A request body and its media type.
+pub(crate) struct Body {
+    pub(crate) content_type: &'static str,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Body {
+    /// `v` as JSON.
+    pub(crate) fn json(v: &impl serde::Serialize) -> Result<Self, ClientError> {
+        let bytes = serde_json::to_vec(v).map_err(|e| config(format!("cannot serialise a request: {e}")))?;
+        Ok(Self { content_type: "application/json", bytes })
+    }
+}
+
 /// The transport to one KBS.
 pub(crate) struct Transport {
     /// `host:port` to connect to (brackets removed from an IPv6 literal).
@@ -187,12 +201,12 @@ impl Transport {
         method: Method,
         path: &str,
         header: Option<(HeaderName, &str)>,
-        json_body: Option<Vec<u8>>,
+        body: Option<Body>,
         cookie: Option<&str>,
     ) -> Result<Reply, ClientError> {
         let uri = format!("{}{path}", self.prefix);
-        let has_body = json_body.is_some();
-        let body = Bytes::from(json_body.unwrap_or_default());
+        let content_type = body.as_ref().map(|b| b.content_type);
+        let body = body.map(|b| Bytes::from(b.bytes)).unwrap_or_default();
         let exchange = async {
             let (mut sender, mut reused) = self.checkout().await?;
             loop {
@@ -200,8 +214,8 @@ impl Transport {
                 if let Some((name, value)) = &header {
                     req = req.header(name, *value);
                 }
-                if has_body {
-                    req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(t) = content_type {
+                    req = req.header(CONTENT_TYPE, HeaderValue::from_static(t));
                 }
                 let req = req
                     .body(Full::new(body.clone()))

@@ -1,0 +1,62 @@
+//! The binary with initdata whose key broker cannot be used as configured: it keeps serving
+//! and refuses every request with the reason, instead of exiting (the host would only see a
+//! guest that never answers). No root needed: nothing is run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use cloister_agent::ttrpc::Code;
+use common::create_req;
+
+#[tokio::test]
+async fn an_unusable_key_broker_in_initdata_refuses_everything_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("allow_all.rego");
+    std::fs::write(&policy, cloister_agent::policy::ALLOW_ALL).unwrap();
+    // A certificate to pin, but a plain-http URL: the client refuses to drop TLS.
+    let initdata = dir.path().join("initdata.toml");
+    std::fs::write(
+        &initdata,
+        "algorithm = \"sha384\"\nversion = \"0.1.0\"\n\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\n\
+         url = \"http://127.0.0.1:9\"\nkbs_cert = \"\"\"\n-----BEGIN CERTIFICATE-----\nAAAA\n\
+         -----END CERTIFICATE-----\n\"\"\"\n'''\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--initdata")
+        .arg(&initdata)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--local-images")
+        .arg(dir.path().join("images"))
+        .arg("--cgroup-root")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let c = loop {
+        if let Ok(c) = cloister_agent::AgentClient::connect_unix(&socket).await {
+            break c;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the agent exited instead of serving");
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let e = c.create_container(&create_req("c1", "busybox", &["/bin/true"], &[])).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::PermissionDenied.as_i32()), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("key broker is unusable") && text.contains("refusing to drop TLS"), "{text}");
+    // The sandbox can still be torn down.
+    c.destroy_sandbox().await.unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(st.success(), "{st}");
+}
