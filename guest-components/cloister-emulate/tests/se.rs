@@ -190,3 +190,48 @@ proptest::proptest! {
         let _ = se.attest(&data, &[], 64, 64);
     }
 }
+
+/// `emulate serve --tee se`: the endpoint answers a call over a stream exactly as the machine
+/// does, refuses bare report data, and refuses malformed calls with an error reply.
+#[test]
+fn the_endpoint_answers_over_a_socket_as_the_machine_does() {
+    use base64::Engine;
+    use cloister_emulate::service::{
+        MAX_ARCB, SeEndpoint, UvRequest, answer_with, request, serve_endpoint, uv_request,
+    };
+    let se = std::sync::Arc::new(EmulatedSe::generate().unwrap());
+    let rng = SystemRandom::new();
+    let secrets = SeRequestSecrets::generate(AttestationFlags::TRUSTEE, &rng).unwrap();
+    let arcb = build_arcb(&secrets, &P521HostKeyWrap::new(vec![host_key(&se)]).unwrap(), &rng).unwrap();
+    let call = UvRequest {
+        arcb: arcb.clone(),
+        user_data: vec![9; 64],
+        measurement_len: secrets.measurement_size(),
+        additional_len: secrets.additional_size(),
+    };
+    let direct = se.attest(&arcb, &[9; 64], secrets.measurement_size(), secrets.additional_size()).unwrap();
+    let endpoint = SeEndpoint { platform: se.clone() };
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || serve_endpoint(&endpoint, b));
+    assert_eq!(uv_request(&a, &call).unwrap(), direct);
+    let e = request(&a, &[0; 64]).unwrap_err();
+    assert!(e.contains("IBM SE machine"), "{e}");
+    let e = uv_request(&a, &UvRequest { measurement_len: 32, ..call.clone() }).unwrap_err();
+    assert!(e.contains("measurement buffer"), "{e}");
+    drop(a);
+    server.join().unwrap().unwrap();
+
+    let endpoint = SeEndpoint { platform: se };
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_ARCB + 1]);
+    for bad in [
+        r#"{"uv_attest": {}}"#.to_owned(),
+        r#"{"uv_attest": {"arcb": "!", "user_data": "", "measurement_len": 64, "additional_len": 0}}"#.to_owned(),
+        r#"{"uv_attest": {"arcb": "", "user_data": "zz", "measurement_len": 64, "additional_len": 0}}"#.to_owned(),
+        r#"{"uv_attest": {"arcb": "", "user_data": "", "measurement_len": -1, "additional_len": 0}}"#.to_owned(),
+        format!(r#"{{"uv_attest": {{"arcb": "{big}", "user_data": "", "measurement_len": 64, "additional_len": 0}}}}"#),
+        r#"{"uv_attest": {"arcb": "AAAA", "user_data": "", "measurement_len": 64, "additional_len": 0}}"#.to_owned(),
+    ] {
+        let reply = answer_with(&endpoint, &bad);
+        assert!(reply.get("error").is_some(), "{bad}: {reply}");
+    }
+}

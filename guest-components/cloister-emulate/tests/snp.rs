@@ -316,3 +316,13 @@ fn service_fixes_launch_state_and_refuses_bad_requests() {
     drop(a);
     assert!(server.join().unwrap().is_err());
 }
+
+#[test]
+fn an_snp_endpoint_has_no_ultravisor() {
+    use cloister_emulate::service::{LaunchState, answer};
+    let emu = emulated(Product::Milan);
+    let launch = LaunchState { measurement: [0x42; 48], host_data: [0x24; 32], policy: 0x30000 };
+    let line = r#"{"uv_attest": {"arcb": "", "user_data": "", "measurement_len": 64, "additional_len": 0}}"#;
+    let reply = answer(emu, &launch, line);
+    assert!(reply["error"].as_str().unwrap().contains("not an IBM SE machine"), "{reply}");
+}

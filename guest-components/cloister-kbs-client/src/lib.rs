@@ -27,7 +27,7 @@ pub use attester::{
     SampleAttester, detect as detect_attester,
 };
 pub use client::{ClientError, ClientOptions, KbsClient, TeeKeyKind, TrustMode};
-pub use seguest::SeAttester;
+pub use seguest::{EmulatedSocketUv, SeAttester};
 pub use sevguest::SevGuestAttester;
 pub use tdxguest::TdxGuestAttester;
 pub use tsm::TsmAttester;

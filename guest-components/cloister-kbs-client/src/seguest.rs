@@ -186,6 +186,45 @@ impl Attester for SeAttester {
     }
 }
 
+/// The emulated IBM SE machine behind a host endpoint's unix socket (`cloister emulate serve
+/// --tee se`): each `UVIO_IOCTL_ATT` is one request on a fresh connection. **Emulated evidence
+/// proves nothing about hardware.**
+#[derive(Debug)]
+pub struct EmulatedSocketUv {
+    path: std::path::PathBuf,
+}
+
+impl EmulatedSocketUv {
+    /// The endpoint at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        tracing::warn!("EMULATED IBM SE endpoint in use: its evidence proves nothing about hardware");
+        Self { path: path.into() }
+    }
+}
+
+impl UvDevice for EmulatedSocketUv {
+    fn attest(
+        &self,
+        arcb: &[u8],
+        user_data: &[u8],
+        measurement_len: u32,
+        additional_len: u32,
+    ) -> Result<UvAttestation, String> {
+        let stream = std::os::unix::net::UnixStream::connect(&self.path)
+            .map_err(|e| format!("connecting to {}: {e}", self.path.display()))?;
+        let timeout = Some(std::time::Duration::from_secs(30));
+        stream.set_read_timeout(timeout).and_then(|()| stream.set_write_timeout(timeout)).map_err(|e| e.to_string())?;
+        let request = cloister_emulate::service::UvRequest {
+            arcb: arcb.to_vec(),
+            user_data: user_data.to_vec(),
+            measurement_len,
+            additional_len,
+        };
+        let r = cloister_emulate::service::uv_request(stream, &request)?;
+        Ok(UvAttestation { measurement: r.measurement, additional_data: r.additional_data, config_uid: r.config_uid })
+    }
+}
+
 impl UvDevice for cloister_emulate::se::EmulatedSe {
     fn attest(
         &self,

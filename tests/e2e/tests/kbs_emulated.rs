@@ -210,6 +210,45 @@ fn emulated_snp_secret_release_end_to_end() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("HOST_DATA"), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // 5b. The emulated IBM SE machine behind its own endpoint (`emulate serve --tee se`): the
+    //     guest passes the broker's encrypted attestation request through; the host's Ultravisor
+    //     answers for the image header of `emulate init` (reference values set in 2b).
+    let se_sock = d.join("uv.sock");
+    let mut se_serve = Command::new(&cloister)
+        .args(["emulate", "serve", "--tee", "se", "--dir"])
+        .arg(d.join("platform"))
+        .arg("--socket")
+        .arg(&se_sock)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut l = String::new();
+        std::io::BufReader::new(se_serve.stdout.take().unwrap()).read_line(&mut l).unwrap();
+        assert!(l.starts_with("serving"), "{l}");
+    }
+    let via = |tee: &str, sock: &Path| {
+        let mut c = kbs_cmd();
+        c.args(["get-resource", "--path", "app/db/password", "--tee", tee, "--emulator-socket"]).arg(sock);
+        run(&mut c)
+    };
+    assert_eq!(ok(&via("emulated-se", &se_sock), "get-resource via emulate serve --tee se"), "db-password-42");
+    // An SE machine has no report for bare report data, and an SNP endpoint no Ultravisor.
+    let o = via("emulated-snp", &se_sock);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("IBM SE machine"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = via("emulated-se", &sock);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not an IBM SE machine"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = se_serve.kill();
+    let _ = se_serve.wait();
+
     // 6. The confidential data hub on its socket, attesting through the same endpoint.
     let cdh_sock = d.join("cdh.sock");
     let mut cdh = kbs_cmd();

@@ -25,6 +25,8 @@ pub enum EmulateCmd {
     KbsConfig(DirArg),
     /// Serve reports to a guest over a unix socket (the host end of the emulated PSP): the
     /// launch measurement and HOST_DATA are fixed here, the guest chooses only REPORT_DATA.
+    /// With `--tee se`, the emulated IBM SE machine's Ultravisor answers attestation requests
+    /// for the image header made by `init`.
     Serve(ServeArgs),
     /// Serve the emulated TD Quote Generation Service on a unix socket: Intel's QGS protocol,
     /// quoting TDREPORTs MACed by this emulated platform (QEMU's `quote-generation-socket`, or
@@ -43,6 +45,15 @@ pub struct QgsArgs {
     socket: PathBuf,
 }
 
+/// Which emulated platform `emulate serve` stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeTee {
+    /// SEV-SNP: reports for the given launch measurement and initdata.
+    Snp,
+    /// IBM SE: the Ultravisor's answers to attestation requests.
+    Se,
+}
+
 /// `emulate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -52,6 +63,9 @@ pub struct ServeArgs {
     /// Unix socket to listen on (QEMU: the chardev of a virtio-serial port).
     #[arg(long)]
     socket: PathBuf,
+    /// The emulated platform.
+    #[arg(long, value_enum, default_value = "snp")]
+    tee: ServeTee,
     /// The launch measurement, hex (48 bytes).
     #[arg(long, conflicts_with = "measurement_json")]
     measurement: Option<String>,
@@ -233,7 +247,16 @@ fn serve_unix(
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    use cloister_emulate::service::{LaunchState, serve_connection};
+    use cloister_emulate::service::{LaunchState, SeEndpoint, SnpEndpoint, serve_endpoint};
+    if a.tee == ServeTee::Se {
+        if a.measurement.is_some() || a.measurement_json.is_some() || a.initdata.is_some() {
+            bail!("--tee se measures the SE image header made by `emulate init`: drop --measurement/--initdata");
+        }
+        let endpoint = SeEndpoint { platform: std::sync::Arc::new(cloister_emulate::se::EmulatedSe::load(&a.dir)?) };
+        return serve_unix(&a.socket, "EMULATED IBM SE machine", "emulated SE", move |stream| {
+            serve_endpoint(&endpoint, stream)
+        });
+    }
     let platform = std::sync::Arc::new(EmulatedSnp::load(&a.dir)?);
     let measurement = match (&a.measurement, &a.measurement_json) {
         (Some(m), _) => hex_fixed::<48>("--measurement", m, false)?,
@@ -261,7 +284,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     let policy = u64::from_str_radix(a.policy.trim_start_matches("0x"), 16).context("--policy is not hex")?;
     let launch = LaunchState { measurement, host_data, policy };
+    let endpoint = SnpEndpoint { platform, launch };
     serve_unix(&a.socket, "EMULATED SEV-SNP platform", "emulated platform", move |stream| {
-        serve_connection(&platform, &launch, stream)
+        serve_endpoint(&endpoint, stream)
     })
 }

@@ -91,7 +91,8 @@ pub(crate) struct AttestArgs {
     #[arg(long)]
     emulated_dir: Option<PathBuf>,
     /// The socket of `cloister emulate serve`, for --tee emulated-snp (the host fixes the
-    /// measurement and HOST_DATA).
+    /// measurement and HOST_DATA) or --tee emulated-se (`serve --tee se`: the host's machine
+    /// answers the broker's attestation request).
     #[arg(long, conflicts_with = "emulated_dir")]
     emulator_socket: Option<PathBuf>,
     /// Launch measurement the emulated platform reports (hex, 48 bytes).
@@ -266,8 +267,12 @@ pub(crate) fn client(url: &str, trust: TrustMode, a: &AttestArgs) -> Result<KbsC
         TeeArg::Auto => cloister_kbs_client::detect_attester()?,
         TeeArg::Snp | TeeArg::Tdx => hardware_attester(a)?,
         TeeArg::Se => Arc::new(cloister_kbs_client::SeAttester::detect()?),
+        TeeArg::EmulatedSe if a.emulator_socket.is_some() => {
+            let path = a.emulator_socket.clone().context("socket")?;
+            Arc::new(cloister_kbs_client::SeAttester::new(Arc::new(cloister_kbs_client::EmulatedSocketUv::new(path))))
+        }
         TeeArg::EmulatedSe => {
-            let dir = a.emulated_dir.as_ref().context("--tee emulated-se needs --emulated-dir")?;
+            let dir = a.emulated_dir.as_ref().context("--tee emulated-se needs --emulated-dir or --emulator-socket")?;
             let platform = cloister_emulate::se::EmulatedSe::load(dir)?;
             eprintln!("WARNING: emulated IBM SE evidence proves nothing about hardware");
             Arc::new(cloister_kbs_client::SeAttester::emulated(Arc::new(platform)))
