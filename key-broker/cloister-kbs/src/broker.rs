@@ -21,7 +21,7 @@ use crate::error::{KbsError, StoreError};
 use crate::evidence::Verifiers;
 use crate::metrics::Metrics;
 use crate::rvps;
-use crate::store::{Durability, Namespace, ResourceStore};
+use crate::store::{Durability, Namespace, ResourceStore, Stamp};
 
 /// Store key of the resource policy.
 pub const RESOURCE_POLICY_KEY: &str = "resource-policy";
@@ -102,6 +102,8 @@ const VERIFIED_TOKEN_CAPACITY: usize = 4096;
 
 struct Compiled<T> {
     source: Vec<u8>,
+    /// The stored record's stamp when `source` was read from it, if the store has stamps.
+    stamp: Option<Stamp>,
     value: Arc<T>,
 }
 
@@ -114,7 +116,7 @@ pub struct Broker {
     /// Tokens already verified under `trusted` (or signed here).
     verified_tokens: VerifiedTokens,
     settings: BrokerSettings,
-    resource_policy: RwLock<Option<Compiled<Policy>>>,
+    resource_policy: RwLock<BTreeMap<String, Compiled<Policy>>>,
     attestation_policies: RwLock<BTreeMap<String, Compiled<AttestationPolicy>>>,
     rng: SystemRandom,
     /// Seals IBM SE request secrets into the challenge (key derived from the token signer, so
@@ -171,7 +173,7 @@ impl Broker {
             trusted,
             verified_tokens: VerifiedTokens::new(VERIFIED_TOKEN_CAPACITY),
             settings,
-            resource_policy: RwLock::new(None),
+            resource_policy: RwLock::new(BTreeMap::new()),
             attestation_policies: RwLock::new(BTreeMap::new()),
             rng: SystemRandom::new(),
             se_sealer,
@@ -252,25 +254,51 @@ impl Broker {
     }
 
     fn attestation_policy(&self, id: &str) -> Result<Arc<AttestationPolicy>, KbsError> {
-        let stored = self.store.get(Namespace::AttestationPolicy, id)?;
-        let source: Vec<u8> = match &stored {
-            Some(b) => b.to_vec(),
-            None if id == "default" => cloister_policy::builtin::ATTESTATION_DEFAULT_CPU.as_bytes().to_vec(),
-            None => return Err(KbsError::PolicyEngine(format!("no attestation policy {id:?}"))),
+        let builtin = || match id {
+            "default" => Ok(cloister_policy::builtin::ATTESTATION_DEFAULT_CPU),
+            _ => Err(KbsError::PolicyEngine(format!("no attestation policy {id:?}"))),
         };
-        if let Some(c) = self.attestation_policies.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
-            && c.source == source
+        self.compiled(&self.attestation_policies, Namespace::AttestationPolicy, id, builtin, |text| {
+            AttestationPolicy::new(id, text).map_err(|e| KbsError::PolicyEngine(e.to_string()))
+        })
+    }
+
+    /// The compiled form of the policy stored at `ns`/`key` (`builtin` when there is none),
+    /// compiled again only when its text changed. With a store that has [`Stamp`]s an unchanged
+    /// record is not even read: the stamp is taken before the read, so a write racing with it
+    /// leaves a stale stamp (read again next time), never a stale policy.
+    fn compiled<T>(
+        &self,
+        cache: &RwLock<BTreeMap<String, Compiled<T>>>,
+        ns: Namespace,
+        key: &str,
+        builtin: impl FnOnce() -> Result<&'static str, KbsError>,
+        build: impl FnOnce(&str) -> Result<T, KbsError>,
+    ) -> Result<Arc<T>, KbsError> {
+        let stamp = self.store.stamp(ns, key)?;
+        if stamp.is_some()
+            && let Some(c) = cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key)
+            && c.stamp == stamp
         {
             return Ok(c.value.clone());
         }
-        let text =
-            String::from_utf8(source.clone()).map_err(|_| KbsError::PolicyEngine("policy is not UTF-8".into()))?;
-        let p = Arc::new(AttestationPolicy::new(id, &text).map_err(|e| KbsError::PolicyEngine(e.to_string()))?);
-        self.attestation_policies
+        let source: Vec<u8> = match self.store.get(ns, key)? {
+            Some(b) => b.to_vec(),
+            None => builtin()?.as_bytes().to_vec(),
+        };
+        if let Some(c) = cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(key)
+            && c.source == source
+        {
+            c.stamp = stamp;
+            return Ok(c.value.clone());
+        }
+        let text = std::str::from_utf8(&source).map_err(|_| KbsError::PolicyEngine("policy is not UTF-8".into()))?;
+        let value = Arc::new(build(text)?);
+        cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), Compiled { source, value: p.clone() });
-        Ok(p)
+            .insert(key.to_owned(), Compiled { source, stamp, value: value.clone() });
+        Ok(value)
     }
 
     /// `POST /kbs/v0/attest` for session `id`: returns the token.
@@ -378,22 +406,10 @@ impl Broker {
     }
 
     fn resource_policy(&self) -> Result<Arc<Policy>, KbsError> {
-        let stored = self.store.get(Namespace::Kbs, RESOURCE_POLICY_KEY)?;
-        let source: Vec<u8> = match &stored {
-            Some(b) => b.to_vec(),
-            None => cloister_policy::builtin::RESOURCE_DEFAULT.as_bytes().to_vec(),
-        };
-        if let Some(c) = self.resource_policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
-            && c.source == source
-        {
-            return Ok(c.value.clone());
-        }
-        let text =
-            String::from_utf8(source.clone()).map_err(|_| KbsError::PolicyEngine("policy is not UTF-8".into()))?;
-        let p = Arc::new(Policy::new("resource", text).map_err(|e| KbsError::PolicyEngine(e.to_string()))?);
-        *self.resource_policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Compiled { source, value: p.clone() });
-        Ok(p)
+        let builtin = || Ok(cloister_policy::builtin::RESOURCE_DEFAULT);
+        self.compiled(&self.resource_policy, Namespace::Kbs, RESOURCE_POLICY_KEY, builtin, |text| {
+            Policy::new("resource", text.to_owned()).map_err(|e| KbsError::PolicyEngine(e.to_string()))
+        })
     }
 
     /// Evaluates the resource policy; on denial the detail names the policy's `deny_reasons`
@@ -678,6 +694,44 @@ mod tests {
     }
 
     const AUTH: &[u8] = br#"{"version":"0.4.0","tee":"sample","extra-params":""}"#;
+
+    /// Two replicas on one on-disk store: a policy one of them replaces is in force at the other
+    /// on its next decision (the compiled policy is kept only while the record's stamp holds).
+    #[test]
+    fn a_policy_replaced_by_another_replica_is_in_force_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = || {
+            let (signer, _) = EarSigner::generate().unwrap();
+            let settings = BrokerSettings {
+                session_lifetime: 300,
+                token_lifetime: 300,
+                trusted_jwks: vec![],
+                insecure_header_jwk: false,
+                shared_sessions: true,
+            };
+            let store = Arc::new(crate::store::FsStore::open(dir.path()).unwrap());
+            Broker::new(store, Verifiers::from_config(&VerifierConfig::default()).unwrap(), signer, settings)
+        };
+        let (a, b) = (replica(), replica());
+        let token = VerifiedToken::from_claims(json!({"submods": {}}));
+        let path = ResourcePath::parse("a/b/c").unwrap();
+        let q = BTreeMap::new();
+        let upload = |p: &str| json!({"policy": B64URL.encode(p)}).to_string().into_bytes();
+        for (policy, allowed) in [
+            (cloister_policy::builtin::RESOURCE_ALLOW_ALL, true),
+            (cloister_policy::builtin::RESOURCE_DENY_ALL, false),
+            (cloister_policy::builtin::RESOURCE_ALLOW_ALL, true),
+        ] {
+            a.set_resource_policy(&upload(policy)).unwrap();
+            for _ in 0..2 {
+                let d = b.decide(&token, &path, &q);
+                assert_eq!(d.is_ok(), allowed, "{d:?}");
+            }
+        }
+        // Deleted: the built-in default (which refuses these claims) is in force again.
+        a.store.delete(Namespace::Kbs, RESOURCE_POLICY_KEY).unwrap();
+        assert!(matches!(b.decide(&token, &path, &q), Err(KbsError::PolicyDeny(_))));
+    }
 
     #[test]
     fn sessions_and_tokens_expire() {

@@ -82,10 +82,26 @@ pub enum Durability {
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 120;
 
+/// A fingerprint of one version of a record, cheaper to take than reading it: equal stamps
+/// mean the record was not replaced in between, so what was derived from it still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([u64; 7]);
+
+impl Stamp {
+    /// The stamp of a record that does not exist.
+    pub const ABSENT: Stamp = Stamp([0; 7]);
+}
+
 /// A key-value store of byte records.
 pub trait ResourceStore: Send + Sync + 'static {
     /// Reads a record.
     fn get(&self, ns: Namespace, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError>;
+    /// The [`Stamp`] of the record's current version, or `None` when the store has no cheap
+    /// one (callers then read the record).
+    fn stamp(&self, ns: Namespace, key: &str) -> Result<Option<Stamp>, StoreError> {
+        let _ = (ns, key);
+        Ok(None)
+    }
     /// Creates or replaces a record.
     fn put(&self, ns: Namespace, key: &str, value: &[u8], durability: Durability) -> Result<(), StoreError>;
     /// Deletes a record; `false` if it did not exist.
@@ -203,6 +219,28 @@ impl ResourceStore for FsStore {
         match fs::read(&path) {
             Ok(v) => Ok(Some(Zeroizing::new(v))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    /// One `stat`: device, inode, length, modification and change times. Every write renames a
+    /// fresh file over the record (another inode, a new change time), so a replaced record never
+    /// keeps its stamp, whichever process replaced it.
+    fn stamp(&self, ns: Namespace, key: &str) -> Result<Option<Stamp>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(ns, key)?;
+        match fs::metadata(&path) {
+            // Two's-complement bits of the (signed) times: only equality matters.
+            Ok(m) => Ok(Some(Stamp([
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ctime() as u64,
+                m.ctime_nsec() as u64,
+            ]))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(Stamp::ABSENT)),
             Err(e) => Err(io(&path, e)),
         }
     }
@@ -355,5 +393,24 @@ mod tests {
         a.put(Namespace::ReferenceValue, "../../etc/x", b"y", Durability::Durable).unwrap();
         assert_eq!(a.list(Namespace::ReferenceValue).unwrap(), vec!["../../etc/x".to_owned()]);
         assert!(dir.path().join("reference_value").read_dir().unwrap().count() == 1);
+    }
+
+    #[test]
+    fn fs_stamps_change_with_every_write_from_any_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (FsStore::open(dir.path()).unwrap(), FsStore::open(dir.path()).unwrap());
+        let stamp = |s: &FsStore| s.stamp(Namespace::Kbs, "policy").unwrap().unwrap();
+        assert_eq!(stamp(&a), Stamp::ABSENT);
+        a.put(Namespace::Kbs, "policy", b"one", Durability::Durable).unwrap();
+        let first = stamp(&a);
+        assert_ne!(first, Stamp::ABSENT);
+        assert_eq!(stamp(&b), first, "untouched: the same stamp from every handle");
+        // The same bytes written again are still another version.
+        b.put(Namespace::Kbs, "policy", b"one", Durability::Durable).unwrap();
+        let second = stamp(&a);
+        assert_ne!(second, first);
+        b.delete(Namespace::Kbs, "policy").unwrap();
+        assert_eq!(stamp(&a), Stamp::ABSENT);
+        assert_eq!(MemoryStore::default().stamp(Namespace::Kbs, "policy").unwrap(), None);
     }
 }
