@@ -151,7 +151,6 @@ pub(crate) fn refusal(reply: &Reply) -> ClientError {
     }
 }
 
-/// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
 /// Largest SE challenge accepted (an attestation request with 255 key slots is about 30 KiB).
 const MAX_SE_CHALLENGE: usize = 64 * 1024;
 
@@ -171,6 +170,7 @@ fn challenge_hash(extra_params: &Value, tee: Tee) -> Result<HashAlgorithm, Clien
     }
 }
 
+/// The `exp` claim of a JWT, without verifying it (the KBS verifies; this is only for caching).
 fn token_exp(token: &str) -> Option<u64> {
     /// Only `exp`: the other claims are skipped, not built into a tree.
     #[derive(serde::Deserialize)]
@@ -319,5 +319,24 @@ impl KbsClient {
     /// The cached token, if any.
     pub async fn token(&self) -> Option<String> {
         self.token.lock().await.as_ref().map(|c| c.token.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_exp_reads_only_a_whole_exp() {
+        let token = |claims: &str| format!("e30.{}.sig", B64URL.encode(claims));
+        assert_eq!(
+            token_exp(&token(r#"{"eat_profile":"x","submods":{"cpu0":{}},"exp":1767225600}"#)),
+            Some(1767225600)
+        );
+        for bad in [r#"{"iat":1}"#, r#"{"exp":"1767225600"}"#, r#"{"exp":1.5}"#, r#"{"exp":-1}"#, "not json"] {
+            assert_eq!(token_exp(&token(bad)), None, "{bad}");
+        }
+        assert_eq!(token_exp("no-dots"), None);
+        assert_eq!(token_exp("a.!!!.c"), None);
     }
 }
