@@ -200,9 +200,39 @@ pub fn guest_image(p: &Prereqs, opts: &ImageOptions) -> GuestImage {
         eprintln!("guest image built in {:?}", started.elapsed());
     } else {
         eprintln!("guest image reused from {}", dir.display());
+        // Mark it used, so that pruning keeps it.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(dir.join("SHA256SUMS"))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
+    prune_cache(&cache, &dir);
     let cmdline = std::fs::read_to_string(dir.join("cmdline.txt")).unwrap_or_else(|e| panic!("cmdline.txt: {e}"));
     GuestImage { dir, cmdline }
+}
+
+/// Cached guest images not used for this long are removed (one is built for every agent change).
+const CACHE_KEEP: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+/// Removes cached images (and leftovers of interrupted builds) unused for [`CACHE_KEEP`], except
+/// `keep`.
+fn prune_cache(cache: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else { return };
+    for p in entries.flatten().map(|e| e.path()) {
+        if p == keep || !p.is_dir() {
+            continue;
+        }
+        // A finished image is dated by its SHA256SUMS (touched on every use), a leftover by itself.
+        let stamp = if p.join("SHA256SUMS").exists() { p.join("SHA256SUMS") } else { p.clone() };
+        let stale = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > CACHE_KEEP);
+        if stale && std::fs::remove_dir_all(&p).is_ok() {
+            eprintln!("removed the stale guest image {}", p.display());
+        }
+    }
 }
 
 /// The last 30 lines of a console log.
@@ -210,4 +240,33 @@ pub fn console_tail(path: &Path) -> String {
     let console = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = console.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_removes_only_stale_images_and_leftovers() {
+        let cache = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - CACHE_KEEP - std::time::Duration::from_secs(60);
+        let make = |name: &str, finished: bool, when: std::time::SystemTime| {
+            let d = cache.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            let stamp = if finished {
+                std::fs::write(d.join("SHA256SUMS"), "x").unwrap();
+                std::fs::File::options().write(true).open(d.join("SHA256SUMS")).unwrap()
+            } else {
+                std::fs::File::open(&d).unwrap()
+            };
+            stamp.set_modified(when).unwrap();
+            d
+        };
+        let now = std::time::SystemTime::now();
+        let (fresh, stale, leftover, current) =
+            (make("fresh", true, now), make("stale", true, old), make(".tmp1", false, old), make("current", true, old));
+        prune_cache(cache.path(), &current);
+        assert!(fresh.exists() && current.exists());
+        assert!(!stale.exists() && !leftover.exists());
+    }
 }
