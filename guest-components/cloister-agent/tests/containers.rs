@@ -246,26 +246,21 @@ async fn the_binary_serves_a_unix_socket() {
     let policy = dir.path().join("allow_all.rego");
     std::fs::write(&policy, cloister_agent::policy::ALLOW_ALL).unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
-        .arg("--listen")
-        .arg(format!("unix:{}", socket.display()))
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--local-images")
-        .arg(dir.path().join("images"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let c = loop {
-        if let Ok(c) = cloister_agent::AgentClient::connect_unix(&socket).await {
-            break c;
-        }
-        assert!(std::time::Instant::now() < deadline, "the agent did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let state = dir.path().join("state");
+    let images = dir.path().join("images");
+    let (mut child, c) = spawn_binary(
+        &socket,
+        &[
+            "--policy".as_ref(),
+            policy.as_ref(),
+            "--state-dir".as_ref(),
+            state.as_ref(),
+            "--local-images".as_ref(),
+            images.as_ref(),
+        ],
+        std::process::Stdio::inherit(),
+    )
+    .await;
     c.create_container(&create_req("b1", "busybox", &["/bin/sh", "-c", "echo via-binary"], &[PATH])).await.unwrap();
     c.start_container("b1").await.unwrap();
     assert_eq!(c.wait_process("b1", "").await.unwrap(), 0);

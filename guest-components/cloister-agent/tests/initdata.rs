@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use cloister_agent::ttrpc::Code;
-use common::create_req;
+use common::{create_req, spawn_binary};
 
 #[tokio::test]
 async fn an_unusable_key_broker_in_initdata_refuses_everything_with_the_reason() {
@@ -25,32 +25,20 @@ async fn an_unusable_key_broker_in_initdata_refuses_everything_with_the_reason()
     )
     .unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
-        .arg("--listen")
-        .arg(format!("unix:{}", socket.display()))
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--initdata")
-        .arg(&initdata)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--local-images")
-        .arg(dir.path().join("images"))
-        .arg("--cgroup-root")
-        .arg(dir.path())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let c = loop {
-        if let Ok(c) = cloister_agent::AgentClient::connect_unix(&socket).await {
-            break c;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the agent exited instead of serving");
-        assert!(std::time::Instant::now() < deadline, "the agent did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (state, images) = (dir.path().join("state"), dir.path().join("images"));
+    let args = [
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--initdata".as_ref(),
+        initdata.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--local-images".as_ref(),
+        images.as_os_str(),
+        "--cgroup-root".as_ref(),
+        dir.path().as_os_str(),
+    ];
+    let (mut child, c) = spawn_binary(&socket, &args, std::process::Stdio::null()).await;
     let e = c.create_container(&create_req("c1", "busybox", &["/bin/true"], &[])).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::PermissionDenied.as_i32()), "{e}");
     let text = e.to_string();

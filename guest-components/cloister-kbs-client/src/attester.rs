@@ -164,15 +164,19 @@ impl Attester for EmulatedSocketAttester {
 
     fn evidence(&self, digest: &[u8]) -> Result<Value, AttesterError> {
         let err = |detail: String| AttesterError::Platform { tee: "emulated-snp", detail };
-        let stream = std::os::unix::net::UnixStream::connect(&self.path)
-            .map_err(|e| err(format!("connecting to {}: {e}", self.path.display())))?;
-        let timeout = Some(std::time::Duration::from_secs(30));
-        stream
-            .set_read_timeout(timeout)
-            .and_then(|()| stream.set_write_timeout(timeout))
-            .map_err(|e| err(e.to_string()))?;
+        let stream = connect_emulator(&self.path).map_err(err)?;
         cloister_emulate::service::request(stream, &cloister_kbs_protocol::binding::fit::<64>(digest)).map_err(err)
     }
+}
+
+/// A fresh connection to an emulated platform's host endpoint (`cloister emulate serve`), with
+/// 30 s read and write timeouts.
+pub(crate) fn connect_emulator(path: &std::path::Path) -> Result<std::os::unix::net::UnixStream, String> {
+    let stream =
+        std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+    let timeout = Some(std::time::Duration::from_secs(30));
+    stream.set_read_timeout(timeout).and_then(|()| stream.set_write_timeout(timeout)).map_err(|e| e.to_string())?;
+    Ok(stream)
 }
 
 /// The emulated SNP or TDX platform reached through a character device: the guest end of the

@@ -36,6 +36,12 @@ pub struct UvAttestation {
     pub config_uid: ConfigUid,
 }
 
+impl From<cloister_emulate::se::UvResponse> for UvAttestation {
+    fn from(r: cloister_emulate::se::UvResponse) -> Self {
+        Self { measurement: r.measurement, additional_data: r.additional_data, config_uid: r.config_uid }
+    }
+}
+
 /// A device answering `UVIO_IOCTL_ATT`.
 pub trait UvDevice: Send + Sync {
     /// The Ultravisor's attestation of `arcb` with `user_data`, into buffers of `measurement_len`
@@ -210,18 +216,14 @@ impl UvDevice for EmulatedSocketUv {
         measurement_len: u32,
         additional_len: u32,
     ) -> Result<UvAttestation, String> {
-        let stream = std::os::unix::net::UnixStream::connect(&self.path)
-            .map_err(|e| format!("connecting to {}: {e}", self.path.display()))?;
-        let timeout = Some(std::time::Duration::from_secs(30));
-        stream.set_read_timeout(timeout).and_then(|()| stream.set_write_timeout(timeout)).map_err(|e| e.to_string())?;
+        let stream = crate::attester::connect_emulator(&self.path)?;
         let request = cloister_emulate::service::UvRequest {
             arcb: arcb.to_vec(),
             user_data: user_data.to_vec(),
             measurement_len,
             additional_len,
         };
-        let r = cloister_emulate::service::uv_request(stream, &request)?;
-        Ok(UvAttestation { measurement: r.measurement, additional_data: r.additional_data, config_uid: r.config_uid })
+        Ok(cloister_emulate::service::uv_request(stream, &request)?.into())
     }
 }
 
@@ -235,7 +237,7 @@ impl UvDevice for cloister_emulate::se::EmulatedSe {
     ) -> Result<UvAttestation, String> {
         let r = cloister_emulate::se::EmulatedSe::attest(self, arcb, user_data, measurement_len, additional_len)
             .map_err(|e| format!("emulated UVIO_IOCTL_ATT failed: {e}"))?;
-        Ok(UvAttestation { measurement: r.measurement, additional_data: r.additional_data, config_uid: r.config_uid })
+        Ok(r.into())
     }
 }
 

@@ -659,7 +659,8 @@ mod tests {
         broker_with(true)
     }
 
-    fn broker_with(shared_sessions: bool) -> Broker {
+    /// A broker on `store` with a fresh signer and 300 s sessions and tokens.
+    fn broker_on(store: Arc<dyn ResourceStore>, shared_sessions: bool) -> Broker {
         let (signer, _) = EarSigner::generate().unwrap();
         let settings = BrokerSettings {
             session_lifetime: 300,
@@ -668,12 +669,11 @@ mod tests {
             insecure_header_jwk: false,
             shared_sessions,
         };
-        let b = Broker::new(
-            Arc::new(MemoryStore::default()),
-            Verifiers::from_config(&VerifierConfig::default()).unwrap(),
-            signer,
-            settings,
-        );
+        Broker::new(store, Verifiers::from_config(&VerifierConfig::default()).unwrap(), signer, settings)
+    }
+
+    fn broker_with(shared_sessions: bool) -> Broker {
+        let b = broker_on(Arc::new(MemoryStore::default()), shared_sessions);
         b.store
             .put(
                 Namespace::Kbs,
@@ -700,18 +700,7 @@ mod tests {
     #[test]
     fn a_policy_replaced_by_another_replica_is_in_force_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = || {
-            let (signer, _) = EarSigner::generate().unwrap();
-            let settings = BrokerSettings {
-                session_lifetime: 300,
-                token_lifetime: 300,
-                trusted_jwks: vec![],
-                insecure_header_jwk: false,
-                shared_sessions: true,
-            };
-            let store = Arc::new(crate::store::FsStore::open(dir.path()).unwrap());
-            Broker::new(store, Verifiers::from_config(&VerifierConfig::default()).unwrap(), signer, settings)
-        };
+        let replica = || broker_on(Arc::new(crate::store::FsStore::open(dir.path()).unwrap()), true);
         let (a, b) = (replica(), replica());
         let token = VerifiedToken::from_claims(json!({"submods": {}}));
         let path = ResourcePath::parse("a/b/c").unwrap();

@@ -178,25 +178,17 @@ fn emulated_snp_secret_release_end_to_end() {
     //    measurement (from `cloister measure`) and HOST_DATA (from the launch initdata); the guest
     //    only asks with its report data.
     let sock = d.join("psp.sock");
-    let mut serve = Command::new(&cloister)
-        .args(["emulate", "serve", "--dir"])
-        .arg(d.join("platform"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--measurement-json")
-        .arg(d.join("measure.json"))
-        .arg("--initdata")
-        .arg(&initdata)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead;
-        let mut l = String::new();
-        std::io::BufReader::new(serve.stdout.take().unwrap()).read_line(&mut l).unwrap();
-        assert!(l.starts_with("serving"), "{l}");
-    }
+    let mut serve = serving(
+        Command::new(&cloister)
+            .args(["emulate", "serve", "--dir"])
+            .arg(d.join("platform"))
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--measurement-json")
+            .arg(d.join("measure.json"))
+            .arg("--initdata")
+            .arg(&initdata),
+    );
     let via_socket = |init: &Path| {
         let mut c = kbs_cmd();
         c.args(["get-resource", "--path", "app/db/password", "--tee", "emulated-snp", "--emulator-socket"])
@@ -214,21 +206,13 @@ fn emulated_snp_secret_release_end_to_end() {
     //     guest passes the broker's encrypted attestation request through; the host's Ultravisor
     //     answers for the image header of `emulate init` (reference values set in 2b).
     let se_sock = d.join("uv.sock");
-    let mut se_serve = Command::new(&cloister)
-        .args(["emulate", "serve", "--tee", "se", "--dir"])
-        .arg(d.join("platform"))
-        .arg("--socket")
-        .arg(&se_sock)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::BufRead;
-        let mut l = String::new();
-        std::io::BufReader::new(se_serve.stdout.take().unwrap()).read_line(&mut l).unwrap();
-        assert!(l.starts_with("serving"), "{l}");
-    }
+    let mut se_serve = serving(
+        Command::new(&cloister)
+            .args(["emulate", "serve", "--tee", "se", "--dir"])
+            .arg(d.join("platform"))
+            .arg("--socket")
+            .arg(&se_sock),
+    );
     let via = |tee: &str, sock: &Path| {
         let mut c = kbs_cmd();
         c.args(["get-resource", "--path", "app/db/password", "--tee", tee, "--emulator-socket"]).arg(sock);
@@ -238,7 +222,11 @@ fn emulated_snp_secret_release_end_to_end() {
     // An SE machine has no report for bare report data, and an SNP endpoint no Ultravisor.
     let o = via("emulated-snp", &se_sock);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("IBM SE machine"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is an IBM SE machine"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = via("emulated-se", &sock);
     assert!(!o.status.success());
     assert!(
@@ -291,4 +279,14 @@ fn emulated_snp_secret_release_end_to_end() {
     ]));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("pinned"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Starts `cmd` (an `emulate serve`) and waits for its `serving <socket>` line.
+fn serving(cmd: &mut Command) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut l = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut l).unwrap();
+    assert!(l.starts_with("serving"), "{l}");
+    child
 }

@@ -143,3 +143,29 @@ pub async fn output(c: &AgentClient, id: &str, exec_id: &str) -> (String, String
     let err = c.read_to_end(id, exec_id, true, 1 << 20).await.unwrap();
     (String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
 }
+
+/// Starts the agent binary serving `socket` with `args` after `--listen` (output to stderr as
+/// `stderr` says) and connects to it once it answers; fails if it exits first or takes 20 s.
+pub async fn spawn_binary(
+    socket: &Path,
+    args: &[&std::ffi::OsStr],
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, AgentClient) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloister-agent"))
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(args)
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = AgentClient::connect_unix(socket).await {
+            return (child, c);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the agent exited instead of serving");
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
