@@ -410,7 +410,7 @@ fn attest_body(nonce: &str, key: &TeeKeyPair, attester: &Arc<dyn Attester>) -> S
 const AUTH_BODY: &str = r#"{"version":"0.4.0","tee":"snp","extra-params":{"supported-hash-algorithms":["sha384"]}}"#;
 
 /// Sequential timings of the pieces of one flow; returns nothing, prints a table.
-fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &Floor) {
+fn breakdown(srt: &Runtime, crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &Floor) {
     let n = if quick() { 30 } else { 300 };
     let url = srv.url.as_str();
     let broker = &srv.broker;
@@ -435,8 +435,7 @@ fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &
     // library, both sides' kernel TCP and the server's HTTP parsing: an upper bound. The same for
     // the minimal client (the wrk-style one below, doing the same protocol steps) is what any
     // client pays on this machine; the difference is the client library's own share.
-    let kbs = client_added(crt, srv, n, || full_flow(url, attester));
-    let raw = client_added(crt, srv, n, || async { assert!(raw_flow(url, attester).await) });
+    let (kbs, raw) = client_added(crt, srv, n, url, attester);
     for (what, a) in [("KbsClient", &kbs), ("minimal client", &raw)] {
         println!(
             "  round trip, {what:<14}: {:.0} µs per flow = server handling {:.0} + emulated PSP {:.0} + client and \
@@ -448,6 +447,15 @@ fn breakdown(crt: &Runtime, srv: &Server, attester: &Arc<dyn Attester>, floor: &
             100.0 * a.added() / a.server
         );
     }
+    // The physical floor under both: a flow is a TCP connect and three request/response round
+    // trips between the two runtimes' threads.
+    let (rtt, connect) = loopback_floor(srt, crt, n * 2);
+    let transport = connect + 3.0 * rtt;
+    println!(
+        "  floor: loopback TCP between the runtimes: connect {connect:.0} µs, 1-byte round trip {rtt:.0} µs; \
+         connect + 3 round trips = {transport:.0} µs = {:.1}% of the server's handling",
+        100.0 * transport / kbs.server
+    );
     println!(
         "  goal: the client adds <= 10% to the server's processing time: {:.1}%, {}",
         100.0 * kbs.added() / kbs.server,
@@ -650,23 +658,82 @@ impl Added {
     }
 }
 
-fn client_added<F, Fut>(crt: &Runtime, srv: &Server, n: usize, mut flow: F) -> Added
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+impl std::ops::AddAssign for Added {
+    fn add_assign(&mut self, o: Added) {
+        self.wall += o.wall;
+        self.server += o.server;
+        self.psp += o.psp;
+    }
+}
+
+/// One flow and how its wall time splits (µs).
+fn one_added<Fut: std::future::Future<Output = ()>>(crt: &Runtime, srv: &Server, flow: Fut) -> Added {
     let (server0, requests0) = srv.broker.metrics.request_durations();
     let psp0 = PSP_WAIT_NS.load(std::sync::atomic::Ordering::Relaxed);
     let t = Instant::now();
-    for _ in 0..n {
-        crt.block_on(flow());
-    }
+    crt.block_on(flow);
     let wall = t.elapsed().as_secs_f64();
     let (server1, requests1) = srv.broker.metrics.request_durations();
     let psp = (PSP_WAIT_NS.load(std::sync::atomic::Ordering::Relaxed) - psp0) as f64 * 1e-9;
-    assert_eq!(requests1 - requests0, 3 * n as u64, "three requests per flow");
-    let per = |x: f64| x / n as f64 * 1e6;
-    Added { wall: per(wall), server: per(server1 - server0), psp: per(psp) }
+    assert_eq!(requests1 - requests0, 3, "three requests per flow");
+    Added { wall: wall * 1e6, server: (server1 - server0) * 1e6, psp: psp * 1e6 }
+}
+
+/// `n` sequential flows of each client, alternating so that the machine's drifts hit both
+/// alike; the per-flow means of `KbsClient`'s and the minimal client's.
+fn client_added(crt: &Runtime, srv: &Server, n: usize, url: &str, attester: &Arc<dyn Attester>) -> (Added, Added) {
+    let zero = || Added { wall: 0.0, server: 0.0, psp: 0.0 };
+    let (mut kbs, mut raw) = (zero(), zero());
+    for _ in 0..n {
+        kbs += one_added(crt, srv, full_flow(url, attester));
+        raw += one_added(crt, srv, async { assert!(raw_flow(url, attester).await) });
+    }
+    let mean = |a: Added| Added { wall: a.wall / n as f64, server: a.server / n as f64, psp: a.psp / n as f64 };
+    (mean(kbs), mean(raw))
+}
+
+/// Median 1-byte round trip and median connect+accept (µs) over loopback TCP, from a task on
+/// `crt` to an echo task on `srt`: what any client's requests cost in transport on this machine.
+fn loopback_floor(srt: &Runtime, crt: &Runtime, n: usize) -> (f64, f64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = srt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = srt.spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            s.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                while let Ok(1) = s.read(&mut b).await {
+                    if s.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let connect = median_of(n, || {
+        crt.block_on(async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // Connected once the echo task answers: accepted, as a server must.
+            s.set_nodelay(true).unwrap();
+            s.write_all(b"c").await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+        })
+    });
+    let mut s = crt.block_on(tokio::net::TcpStream::connect(addr)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let rtt = median_of(n, || {
+        crt.block_on(async {
+            s.write_all(b"r").await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+        })
+    });
+    echo.abort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    // The connect sample includes one round trip; report the connect alone.
+    (us(rtt), (us(connect) - us(rtt)).max(0.0))
 }
 
 /// CPU seconds used so far: user and system time of the server runtime's threads and of the
@@ -995,7 +1062,7 @@ fn main() {
         return;
     }
     if only().as_deref() != Some("load") {
-        breakdown(&crt, &srv, &attester, &floor);
+        breakdown(&srt, &crt, &srv, &attester, &floor);
     }
     load_phase(&crt, &srv.url, &attester);
     srv.stop(&srt);
