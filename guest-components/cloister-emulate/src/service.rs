@@ -138,7 +138,12 @@ pub struct SnpEndpoint {
 
 impl Endpoint for SnpEndpoint {
     fn evidence(&self, report_data: [u8; 64]) -> Result<Value, String> {
-        snp_evidence(&self.platform, &self.launch, report_data)
+        let req = SnpReportRequest::new(report_data)
+            .with_measurement(self.launch.measurement)
+            .with_host_data(self.launch.host_data)
+            .with_policy(self.launch.policy);
+        let r = self.platform.report(&req).map_err(|e| e.to_string())?;
+        Ok(json!({"report": STANDARD.encode(r), "cert_table": STANDARD.encode(self.platform.cert_table())}))
     }
 }
 
@@ -183,41 +188,6 @@ fn report_data(v: &Value) -> Result<[u8; 64], String> {
     let mut rd = [0u8; 64];
     rd[..b.len()].copy_from_slice(&b);
     Ok(rd)
-}
-
-/// A borrowed SNP platform and launch state, as an [`Endpoint`].
-struct SnpRef<'a> {
-    platform: &'a EmulatedSnp,
-    launch: &'a LaunchState,
-}
-
-impl Endpoint for SnpRef<'_> {
-    fn evidence(&self, report_data: [u8; 64]) -> Result<Value, String> {
-        snp_evidence(self.platform, self.launch, report_data)
-    }
-}
-
-/// Answers one request line (SNP).
-pub fn answer(platform: &EmulatedSnp, launch: &LaunchState, line: &str) -> Value {
-    answer_with(&SnpRef { platform, launch }, line)
-}
-
-fn snp_evidence(platform: &EmulatedSnp, launch: &LaunchState, report_data: [u8; 64]) -> Result<Value, String> {
-    let req = SnpReportRequest::new(report_data)
-        .with_measurement(launch.measurement)
-        .with_host_data(launch.host_data)
-        .with_policy(launch.policy);
-    let r = platform.report(&req).map_err(|e| e.to_string())?;
-    Ok(json!({"report": STANDARD.encode(r), "cert_table": STANDARD.encode(platform.cert_table())}))
-}
-
-/// Serves one connection (SNP) until it closes or sends an oversized line.
-pub fn serve_connection<S: Read + Write>(
-    platform: &EmulatedSnp,
-    launch: &LaunchState,
-    stream: S,
-) -> std::io::Result<()> {
-    serve_endpoint(&SnpRef { platform, launch }, stream)
 }
 
 /// Serves one connection for `endpoint` until it closes or sends an oversized line.

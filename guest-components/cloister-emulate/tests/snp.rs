@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cloister_emulate::snp::{EmulatedSnp, SnpReportRequest};
@@ -14,14 +14,14 @@ use cloister_verifier::snp::{
 };
 
 /// One generated chain per product per test binary (RSA-4096 key generation is slow).
-fn emulated(product: Product) -> &'static EmulatedSnp {
-    static CHAINS: [OnceLock<EmulatedSnp>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+fn emulated(product: Product) -> &'static Arc<EmulatedSnp> {
+    static CHAINS: [OnceLock<Arc<EmulatedSnp>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = Product::ALL.iter().position(|p| *p == product).unwrap();
     CHAINS[i].get_or_init(|| {
         let start = Instant::now();
         let e = EmulatedSnp::generate(product).unwrap();
         eprintln!("generated the emulated {product} chain in {:.1?}", start.elapsed());
-        e
+        Arc::new(e)
     })
 }
 
@@ -292,11 +292,12 @@ fn invalid_requests_are_refused() {
 
 #[test]
 fn service_fixes_launch_state_and_refuses_bad_requests() {
-    use cloister_emulate::service::{LaunchState, MAX_LINE, answer, request, serve_connection};
-    let emu = emulated(Product::Milan);
+    use cloister_emulate::service::{LaunchState, MAX_LINE, SnpEndpoint, answer_with, request, serve_endpoint};
     let launch = LaunchState { measurement: [0x42; 48], host_data: [0x24; 32], policy: 0x30000 };
+    let endpoint = Arc::new(SnpEndpoint { platform: emulated(Product::Milan).clone(), launch });
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let server = std::thread::spawn(move || serve_connection(emu, &launch, b));
+    let served = endpoint.clone();
+    let server = std::thread::spawn(move || serve_endpoint(served.as_ref(), b));
     let v = request(&a, &[7; 64]).unwrap();
     let bytes =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v["report"].as_str().unwrap()).unwrap();
@@ -308,7 +309,7 @@ fn service_fixes_launch_state_and_refuses_bad_requests() {
     assert!(request(&a, &[8; 64]).is_ok());
     // Bad requests get an error reply, not a report.
     for bad in ["not json", "{}", r#"{"report_data": "zz"}"#, &format!(r#"{{"report_data": "{}"}}"#, "00".repeat(65))] {
-        assert!(answer(emu, &launch, bad).get("error").is_some(), "{bad}");
+        assert!(answer_with(endpoint.as_ref(), bad).get("error").is_some(), "{bad}");
     }
     // An oversized line closes the connection.
     use std::io::Write;
@@ -319,10 +320,10 @@ fn service_fixes_launch_state_and_refuses_bad_requests() {
 
 #[test]
 fn an_snp_endpoint_has_no_ultravisor() {
-    use cloister_emulate::service::{LaunchState, answer};
-    let emu = emulated(Product::Milan);
+    use cloister_emulate::service::{LaunchState, SnpEndpoint, answer_with};
     let launch = LaunchState { measurement: [0x42; 48], host_data: [0x24; 32], policy: 0x30000 };
+    let endpoint = SnpEndpoint { platform: emulated(Product::Milan).clone(), launch };
     let line = r#"{"uv_attest": {"arcb": "", "user_data": "", "measurement_len": 64, "additional_len": 0}}"#;
-    let reply = answer(emu, &launch, line);
+    let reply = answer_with(&endpoint, line);
     assert!(reply["error"].as_str().unwrap().contains("not an IBM SE machine"), "{reply}");
 }

@@ -220,20 +220,13 @@ fn emulated_snp_secret_release_end_to_end() {
     };
     assert_eq!(ok(&via("emulated-se", &se_sock), "get-resource via emulate serve --tee se"), "db-password-42");
     // An SE machine has no report for bare report data, and an SNP endpoint no Ultravisor.
-    let o = via("emulated-snp", &se_sock);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("is an IBM SE machine"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let o = via("emulated-se", &sock);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not an IBM SE machine"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for (tee, endpoint, why) in
+        [("emulated-snp", &se_sock, "is an IBM SE machine"), ("emulated-se", &sock, "not an IBM SE machine")]
+    {
+        let o = via(tee, endpoint);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains(why), "{tee}: {stderr}");
+    }
     let _ = se_serve.kill();
     let _ = se_serve.wait();
 
